@@ -216,6 +216,9 @@ class _Parser:
             self.problem(f"`{key}`{self.in_rule(rid)} only applies to `verdict: deny_if_exceeds`",
                          (*path, key), rule_id=rid, key=True,
                          hint="write `verdict: deny_if_exceeds`, or move the condition into `when:`")
+        if "budget" in data and "rate" in data:
+            self.problem(f"rule `{rid}` has both `budget` and `rate`", (*path, "rate"), rule_id=rid, key=True,
+                         hint="split it into two `deny_if_exceeds` rules with the same `when`")
         reason = data.get("reason")
         if reason is not None and not isinstance(reason, str):
             self.problem(f"`reason`{self.in_rule(rid)} must be a string", (*path, "reason"), rule_id=rid,

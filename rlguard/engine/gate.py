@@ -1,0 +1,172 @@
+"""`PolicyGate`: the single-call runtime gate a deployed agent calls before every side effect."""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from rlguard.engine.compiler import CompiledPolicy, compile_policy
+from rlguard.engine.context import ActionContext
+from rlguard.engine.errors import PolicyError
+from rlguard.engine.loader import PolicySource, load_policy
+from rlguard.engine.state import PolicyState
+from rlguard.engine.verdict import STRICTNESS, Verdict
+
+if TYPE_CHECKING:
+    from rlguard.engine.batch import ActionBatch, BatchVerdict
+    from rlguard.engine.batch_state import BatchPolicyState
+
+
+class PolicyGate:
+    """Checks actions against a compiled policy: ``gate.check(ActionContext(...)) -> Verdict``.
+
+    Build one with `from_yaml`, `from_string` or `from_dict`; it compiles the policy once and
+    every `check` is then synchronous, in-process, thread-safe, does no I/O and never raises for
+    a valid `ActionContext` (values it cannot evaluate make rules Unknown, and Unknown never
+    allows). Budgets and rates are kept in ``gate.state`` (a `PolicyState`), keyed by session.
+
+    >>> gate = PolicyGate.from_string('''
+    ... version: 1
+    ... default: deny
+    ... rules:
+    ...   - id: small-refunds
+    ...     when: {tool: "stripe.refund", args.amount_cents: {lte: 10000}}
+    ...     verdict: allow
+    ... ''')
+    >>> gate.check(ActionContext("stripe.refund", {"amount_cents": 5000})).action
+    'allow'
+    >>> gate.check(ActionContext("stripe.refund", {"amount_cents": 50000})).reason
+    'no rule matched (default deny)'
+    """
+
+    __slots__ = ("__weakref__", "_layers", "_lock", "state")
+
+    def __init__(self, compiled: CompiledPolicy | tuple[CompiledPolicy, ...], state: PolicyState | None = None):
+        layers = compiled if isinstance(compiled, tuple) else (compiled,)
+        if not layers or not all(isinstance(c, CompiledPolicy) for c in layers):
+            raise TypeError("PolicyGate needs a CompiledPolicy; use PolicyGate.from_yaml / from_string / from_dict")
+        self._layers: tuple[CompiledPolicy, ...] = layers
+        self._lock = threading.Lock()
+        self.state = state if state is not None else PolicyState()
+
+    # -- construction ----------------------------------------------------------------------
+    @classmethod
+    def from_yaml(cls, path: str | os.PathLike[str]) -> PolicyGate:
+        """Load, check and compile a policy file. Raises `PolicyError` (file, line, rule, hint)."""
+        return cls(compile_policy(load_policy(Path(path))))
+
+    @classmethod
+    def from_string(cls, text: str, *, filename: str | None = None) -> PolicyGate:
+        """Load, check and compile policy YAML text."""
+        return cls(compile_policy(load_policy(text, filename=filename)))
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> PolicyGate:
+        """Check and compile a policy given as plain data (the YAML structure as dicts and lists)."""
+        return cls(compile_policy(load_policy(data)))
+
+    # -- what it enforces ------------------------------------------------------------------
+    @property
+    def compiled(self) -> CompiledPolicy:
+        """The compiled policy in force (for a derived gate, the innermost child's)."""
+        return self._layers[-1]
+
+    @property
+    def layers(self) -> tuple[CompiledPolicy, ...]:
+        """The policies this gate combines: the root first, then each derived child."""
+        return self._layers
+
+    @property
+    def digest(self) -> str:
+        """The digest verdicts of this gate carry (for a derived gate, a digest of all layers)."""
+        return self._layers[-1].digest if len(self._layers) == 1 else self._combined_digest()
+
+    def _combined_digest(self) -> str:
+        import hashlib
+
+        joined = "+".join(c.digest for c in self._layers)
+        return hashlib.sha256(f"derived:{joined}".encode()).hexdigest()
+
+    @property
+    def fields(self) -> tuple[str, ...]:
+        """Every field the policy reads (``tool`` first)."""
+        seen: dict[str, None] = {}
+        for layer in self._layers:
+            for name in layer.policy.fields:
+                seen.setdefault(name, None)
+        return tuple(seen)
+
+    # -- the hot path ----------------------------------------------------------------------
+    def check(self, ctx: ActionContext, state: PolicyState | None = None) -> Verdict:
+        """Decide one action. Allowed actions consume budgets and rates in `state` (default: ours)."""
+        layers = self._layers
+        if len(layers) == 1:
+            return layers[0].check(ctx, self.state if state is None else state)
+        return self._check_layers(ctx, self.state if state is None else state)
+
+    def _check_layers(self, ctx: ActionContext, state: PolicyState) -> Verdict:
+        # Decide every layer without consuming, then consume only if all of them allow.
+        with state.lock:
+            decisions = [layer.decide(ctx, state) for layer in self._layers]
+            final = decisions[0][0]
+            for verdict, _ in decisions[1:]:
+                if STRICTNESS[verdict.action] > STRICTNESS[final.action]:
+                    final = verdict
+            if final.allowed:
+                for layer, (_, consume) in zip(self._layers, decisions):
+                    layer.apply(ctx, state, consume)
+        return final
+
+    def check_batch(self, batch: ActionBatch, state: BatchPolicyState | None = None) -> BatchVerdict:
+        """Decide a whole batch in one vectorized pass; row i equals `check` on row i's context.
+
+        With `state` (one row per sub-env), allowed rows consume their budgets and rates.
+        """
+        from rlguard.engine.batch import evaluate_batch
+
+        return evaluate_batch(self, batch, state)
+
+    def explain(self, ctx: ActionContext) -> Explanation:
+        """A structured trace of how each layer decided (nothing is consumed)."""
+        from rlguard.engine.explain import explain
+
+        return explain(self, ctx)
+
+    # -- derivation and reload -------------------------------------------------------------
+    def derive(self, child: PolicySource | PolicyGate) -> PolicyGate:
+        """A gate for a subagent: each decision is the stricter of this gate's and `child`'s."""
+        if isinstance(child, PolicyGate):
+            extra = child._layers
+        else:
+            extra = (compile_policy(load_policy(child)),)
+        return PolicyGate(self._layers + extra, state=self.state)
+
+    def reload(self, source: PolicySource) -> None:
+        """Compile a new policy fully, then swap it in atomically (the root layer of a derived gate).
+
+        An invalid policy raises `PolicyError` and the old policy stays in force.
+        """
+        compiled = compile_policy(load_policy(source if not isinstance(source, str) else Path(source)))
+        with self._lock:
+            self._layers = (compiled, *self._layers[1:])
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # A gate pickles as its policy data and recompiles on load (for async vector envs).
+        return (_rebuild_gate, (tuple(layer.policy.source for layer in self._layers),))
+
+    def __repr__(self) -> str:
+        names = ", ".join(repr(c.policy.name or c.digest[:12]) for c in self._layers)
+        return f"PolicyGate({names})"
+
+
+def _rebuild_gate(sources: tuple[Any, ...]) -> PolicyGate:
+    layers = tuple(compile_policy(load_policy(s)) for s in sources)
+    return PolicyGate(layers)
+
+
+from rlguard.engine.explain import Explanation  # noqa: E402  (the module imports PolicyGate lazily)
+
+__all__ = ["PolicyError", "PolicyGate"]

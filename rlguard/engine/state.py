@@ -1,0 +1,157 @@
+"""Budget and rate state, kept outside the compiled policy so one policy serves many sessions.
+
+`PolicyState` is the single-call state, keyed by `ActionContext.session` (None is one shared
+key). Memory is bounded by `max_sessions`. Eviction never loosens: only a session whose usage
+is all zero (nothing consumed this episode or session, every window expired) is evicted; when
+the table is full and no session can be evicted, a stateful rule for a new session is Unknown,
+so it denies (fail closed) until a session ends (`end_session`) or its windows expire.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import OrderedDict, deque
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass, field
+
+from rlguard.engine.model import Rule
+
+Clock = Callable[[], float]
+_EVICTION_SCAN = 64
+
+
+@dataclass
+class _RuleUsage:
+    scope: str
+    window: float | None
+    amount: float = 0.0
+    count: int = 0
+    events: deque[tuple[float, float]] = field(default_factory=deque)
+
+    def prune(self, now: float) -> None:
+        """Drop window events older than the window (only for `per: window`)."""
+        if self.window is None:
+            return
+        events = self.events
+        horizon = now - self.window
+        while events and events[0][0] <= horizon:
+            _, amount = events.popleft()
+            self.amount -= amount
+            self.count -= 1
+        if not events:  # no float drift once the window is empty
+            self.amount = 0.0
+            self.count = 0
+
+    def empty(self) -> bool:
+        return self.count == 0 and self.amount == 0.0
+
+
+def _scope_of(rule: Rule) -> tuple[str, float | None]:
+    limit = rule.budget if rule.budget is not None else rule.rate
+    assert limit is not None
+    return limit.per, limit.window
+
+
+class PolicyState:
+    """Budget and rate usage for single-call checks, per session. Thread-safe.
+
+    Args:
+        max_sessions: how many sessions are tracked at once (see the module docstring).
+        clock: seconds as a float, for `per: window`; `time.monotonic` by default (inject a
+            fake clock in tests).
+    """
+
+    def __init__(self, max_sessions: int = 100_000, clock: Clock = time.monotonic) -> None:
+        if not isinstance(max_sessions, int) or max_sessions < 1:
+            raise ValueError(f"max_sessions must be a positive int, got {max_sessions!r}")
+        self.max_sessions = max_sessions
+        self.clock = clock
+        self.lock = threading.RLock()
+        self._sessions: OrderedDict[Hashable, dict[int, _RuleUsage]] = OrderedDict()
+        # Two different policies must not share usage: rules are keyed by (policy digest, index).
+        self._key_space: dict[str, int] = {}
+
+    def _rule_key(self, digest: str, rule: Rule) -> int:
+        base = self._key_space.setdefault(digest, len(self._key_space) << 20)
+        return base + rule.index
+
+    def _session(self, session: Hashable, create: bool) -> dict[int, _RuleUsage] | None:
+        table = self._sessions.get(session)
+        if table is not None:
+            self._sessions.move_to_end(session)
+            return table
+        if not create:
+            return {}
+        if len(self._sessions) >= self.max_sessions and not self._evict():
+            return None
+        table = {}
+        self._sessions[session] = table
+        return table
+
+    def _evict(self) -> bool:
+        now = self.clock()
+        for i, (key, table) in enumerate(self._sessions.items()):
+            if i >= _EVICTION_SCAN:
+                break
+            for usage in table.values():
+                usage.prune(now)
+            if all(u.empty() for u in table.values()):
+                del self._sessions[key]
+                return True
+        return False
+
+    def usage(self, digest: str, rule: Rule, session: Hashable) -> tuple[float | None, int | None]:
+        """(amount, count) a rule has consumed in its scope for a session; (None, None) when unknown."""
+        try:
+            hash(session)
+        except TypeError:
+            return None, None
+        table = self._session(session, create=True)
+        if table is None:
+            return None, None
+        usage = table.get(self._rule_key(digest, rule))
+        if usage is None:
+            return 0.0, 0
+        usage.prune(self.clock())
+        return usage.amount, usage.count
+
+    def consume(self, digest: str, rule: Rule, session: Hashable, amount: float) -> None:
+        """Record one allowed action under a stateful rule."""
+        table = self._session(session, create=True)
+        if table is None:  # pragma: no cover - usage() returned None first, so nothing was allowed
+            return
+        key = self._rule_key(digest, rule)
+        usage = table.get(key)
+        per, window = _scope_of(rule)
+        if usage is None:
+            usage = table[key] = _RuleUsage(per, window)
+        usage.amount += amount
+        usage.count += 1
+        if per == "window":
+            usage.events.append((self.clock(), amount))
+
+    def end_episode(self, session: Hashable = None) -> None:
+        """Clear a session's `per: episode` usage (sessions and windows carry on)."""
+        self._clear(session, ("episode",))
+
+    def end_session(self, session: Hashable = None) -> None:
+        """Forget a session entirely (episode, session and window usage)."""
+        with self.lock:
+            self._sessions.pop(session, None)
+
+    def _clear(self, session: Hashable, scopes: tuple[str, ...]) -> None:
+        with self.lock:
+            table = self._sessions.get(session)
+            if table is None:
+                return
+            for key in [k for k, u in table.items() if u.scope in scopes]:
+                del table[key]
+
+    def clear(self) -> None:
+        """Forget every session."""
+        with self.lock:
+            self._sessions.clear()
+
+    def __len__(self) -> int:
+        return len(self._sessions)
