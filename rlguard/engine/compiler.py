@@ -1,52 +1,352 @@
-"""Compile a `Policy` once into an immutable `CompiledPolicy` whose checks are the hot path."""
+"""Compile a `Policy` once into an immutable `CompiledPolicy` whose checks are the hot path.
+
+Compiling does, once, everything that does not depend on the action: conditions become
+closures, rules are indexed by tool name (the rule list for a tool name is built the first
+time the name is seen and cached, with the tool-name conditions already decided), and the
+verdicts are prebuilt. A check then walks only the rules that can apply to its tool, in file
+order. The result must equal `reference.decide` on every input; the test suite checks that.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Hashable
+import math
+from collections.abc import Callable, Hashable
 from typing import Any
 
-from rlguard.engine.context import ActionContext
-from rlguard.engine.model import Policy, Rule
-from rlguard.engine.reference import decide
+from rlguard.engine.context import MISSING, ActionContext, is_invalid_tool_name, normalize_tool_name, walk_path
+from rlguard.engine.model import AllOf, AnyOf, Compare, Cond, FieldRef, Not, Policy, Rule
+from rlguard.engine.operators import as_number, scalar_predicate
 from rlguard.engine.state import PolicyState
-from rlguard.engine.verdict import Verdict
+from rlguard.engine.verdict import SEVERITY_PENALTY, Verdict
+from rlguard.engine.verdicts import VerdictFactory
 
 Consume = tuple[tuple[int, float], ...]
+CondFn = Callable[[ActionContext, str], "bool | None"]
+
+_ALLOW, _DENY, _APPROVAL, _IF_EXCEEDS, _WARN = range(5)
+_KINDS = {"allow": _ALLOW, "deny": _DENY, "require_approval": _APPROVAL, "deny_if_exceeds": _IF_EXCEEDS, "warn": _WARN}
+_PLAN_CACHE_LIMIT = 8192
+_NO_CONSUME: Consume = ()
+EVALUATION_ERROR_REASON = "evaluation error"
+
+
+# -- conditions -> closures ----------------------------------------------------------------
+def _reader(ref: FieldRef) -> Callable[[ActionContext, str], Any]:
+    """A function (ctx, normalized tool) -> the field's value, `MISSING` when absent or None."""
+    root, path = ref.root, ref.path
+    if root == "tool" and not path:
+        return lambda ctx, tool: tool
+    if root in ("environment", "agent", "session"):
+        index = ("environment", "agent", "session").index(root) + 3
+
+        def attr(ctx: ActionContext, tool: str) -> Any:
+            v = ctx[index]
+            return MISSING if v is None else v
+
+        return attr
+    slot = {"tool": 2, "args": 1, "context": 6}[root]
+    if len(path) == 1:
+        key = path[0]
+
+        def one(ctx: ActionContext, tool: str) -> Any:
+            m = ctx[slot]
+            if m.__class__ is dict:
+                v = m.get(key, MISSING)
+                return MISSING if v is None else v
+            return walk_path(m, path)
+
+        return one
+    return lambda ctx, tool: walk_path(ctx[slot], path)
+
+
+def _fast_predicate(cmp: Compare) -> Callable[[Any], bool | None]:
+    """The scalar predicate, with a shortcut for exact `str` / `int` / finite `float` values."""
+    generic = scalar_predicate(cmp)
+    op, operand = cmp.op, cmp.operand
+    if op == "eq" and operand.__class__ is str:
+        def eq_str(v: Any) -> bool | None:
+            return v == operand if v.__class__ is str else generic(v)
+        return eq_str
+    if op in ("lt", "lte", "gt", "gte"):
+        bound = operand
+        if op == "lte":
+            def lte(v: Any) -> bool | None:
+                c = v.__class__
+                if c is int or (c is float and math.isfinite(v)):
+                    return bool(v <= bound)
+                return generic(v)
+            return lte
+        if op == "lt":
+            def lt(v: Any) -> bool | None:
+                c = v.__class__
+                if c is int or (c is float and math.isfinite(v)):
+                    return bool(v < bound)
+                return generic(v)
+            return lt
+    return generic
+
+
+def _compile(cond: Cond) -> CondFn:
+    if isinstance(cond, Compare):
+        read = _reader(cond.field)
+        pred = _fast_predicate(cond)
+        return lambda ctx, tool: pred(read(ctx, tool))
+    if isinstance(cond, Not):
+        inner = _compile(cond.item)
+
+        def negate(ctx: ActionContext, tool: str) -> bool | None:
+            v = inner(ctx, tool)
+            return None if v is None else not v
+
+        return negate
+    parts = tuple(_compile(c) for c in cond.items)
+    if isinstance(cond, AllOf):
+        if len(parts) == 1:
+            return parts[0]
+
+        def all_of(ctx: ActionContext, tool: str) -> bool | None:
+            result: bool | None = True
+            for part in parts:
+                v = part(ctx, tool)
+                if v is False:
+                    return False
+                if v is None:
+                    result = None
+            return result
+
+        return all_of
+    assert isinstance(cond, AnyOf)
+
+    def any_of(ctx: ActionContext, tool: str) -> bool | None:
+        result: bool | None = False
+        for part in parts:
+            v = part(ctx, tool)
+            if v is True:
+                return True
+            if v is None:
+                result = None
+        return result
+
+    return any_of
+
+
+def _split_tool_conditions(when: Cond) -> tuple[list[Compare], Cond | None]:
+    """Top-level conditions on the tool name, and what is left (None when nothing is)."""
+    items = when.items if isinstance(when, AllOf) else (when,)
+    on_tool = [c for c in items if isinstance(c, Compare) and c.field.is_tool_name]
+    rest = tuple(c for c in items if not (isinstance(c, Compare) and c.field.is_tool_name))
+    if not rest:
+        return on_tool, None
+    return on_tool, rest[0] if len(rest) == 1 else AllOf(rest)
+
+
+# -- compiled rules and per-tool plans -----------------------------------------------------
+class _Step:
+    """One rule in a tool's plan: its kind, its residual condition, its prebuilt verdicts."""
+
+    __slots__ = ("budget_read", "kind", "limit", "plain", "rule", "when")
+
+    def __init__(self, rule: Rule, when: CondFn | None, factory: VerdictFactory) -> None:
+        self.rule = rule
+        self.kind = _KINDS[rule.verdict]
+        self.when = when
+        self.limit: CondFn | None = _compile(rule.limit) if rule.limit is not None else None
+        self.budget_read = _reader(rule.budget.field) if rule.budget is not None else None
+        action = {"allow": "allow", "deny": "deny", "require_approval": "require_approval"}.get(rule.verdict, "allow")
+        # The verdict when this rule decides definitely and no warn rule fired.
+        self.plain: Verdict | None = factory.build(action, rule, False, "", ()) if self.kind != _WARN else None
+
+
+class _Plan:
+    __slots__ = ("stateful", "steps", "tool", "warns")
+
+    def __init__(self, tool: str, steps: tuple[_Step, ...]) -> None:
+        self.tool = tool
+        self.steps = steps
+        self.stateful = any(s.rule.stateful for s in steps)
+        self.warns = any(s.kind == _WARN for s in steps)
 
 
 class CompiledPolicy:
     """A policy prepared for evaluation. Immutable; share it across threads and gates."""
 
-    __slots__ = ("digest", "policy", "rules")
+    __slots__ = ("_factory", "_first_match", "_plans", "_rule_parts", "_verdict_default", "digest", "policy", "rules")
 
     def __init__(self, policy: Policy) -> None:
         self.policy = policy
         self.digest = policy.digest
         self.rules: tuple[Rule, ...] = policy.rules
+        self._first_match = policy.combine == "first_match"
+        self._factory = VerdictFactory(policy)
+        self._verdict_default = self._factory.build(policy.default, None, False, "", ())
+        self._rule_parts: list[tuple[Rule, list[Callable[[Any], bool | None]], CondFn | None]] = []
+        for rule in policy.rules:
+            on_tool, rest = _split_tool_conditions(rule.when)
+            self._rule_parts.append((rule, [scalar_predicate(c) for c in on_tool], _compile(rest) if rest else None))
+        self._plans: dict[str, _Plan | None] = {}
 
-    def decide(self, ctx: ActionContext, state: PolicyState) -> tuple[Verdict, Consume]:
+    # -- plans -----------------------------------------------------------------------------
+    def _plan(self, raw: str) -> _Plan | None:
+        """The rules that can apply to a tool name (None: the name is invalid). Cached."""
+        if raw in self._plans:
+            return self._plans[raw]
+        tool = normalize_tool_name(raw)
+        if is_invalid_tool_name(raw, tool):
+            plan = None
+        else:
+            steps = []
+            for rule, tool_preds, rest in self._rule_parts:
+                if all(p(tool) is True for p in tool_preds):
+                    steps.append(_Step(rule, rest, self._factory))
+            plan = _Plan(tool, tuple(steps))
+        if len(self._plans) >= _PLAN_CACHE_LIMIT:
+            self._plans.clear()
+        self._plans[raw] = plan
+        return plan
+
+    # -- evaluation ------------------------------------------------------------------------
+    def check(self, ctx: ActionContext, state: PolicyState) -> Verdict:
+        """Decide one action and consume its budgets and rates when allowed. Never raises."""
+        try:
+            raw = ctx[0]
+            plan = self._plans.get(raw) if raw.__class__ is str else None
+            if plan is None:
+                plan = self._plan(raw)
+                if plan is None:
+                    return self._factory.invalid_tool()
+            if plan.stateful:
+                with state.lock:
+                    verdict, consume = self._run(plan, ctx, state)
+                    if consume:
+                        self.apply(ctx, state, consume)
+                return verdict
+            return self._run(plan, ctx, None)[0]
+        except Exception as exc:  # fail closed: an evaluation error never allows
+            return self._error_verdict(exc)
+
+    def decide(self, ctx: ActionContext, state: PolicyState | None) -> tuple[Verdict, Consume]:
         """Decide without consuming budgets or rates; the caller holds `state.lock`."""
-        session: Hashable = _session_key(ctx.session)
-        decision = decide(self.policy, ctx, lambda rule: state.usage(self.digest, rule, session))
-        return decision.verdict, decision.consume
+        try:
+            plan = self._plan(ctx[0])
+            if plan is None:
+                return self._factory.invalid_tool(), _NO_CONSUME
+            return self._run(plan, ctx, state)
+        except Exception as exc:
+            return self._error_verdict(exc), _NO_CONSUME
 
     def apply(self, ctx: ActionContext, state: PolicyState, consume: Consume) -> None:
         """Record the consumption of an allowed action."""
-        session = _session_key(ctx.session)
+        session: Hashable = ctx.session
         for index, amount in consume:
-            state.consume(self.digest, self.policy.rules[index], session, amount)
+            state.consume(self.digest, self.rules[index], session, amount)
 
-    def check(self, ctx: ActionContext, state: PolicyState) -> Verdict:
-        """Decide one action and consume its budgets and rates when allowed."""
-        with state.lock:
-            verdict, consume = self.decide(ctx, state)
-            if consume:
-                self.apply(ctx, state, consume)
-        return verdict
+    def _error_verdict(self, exc: BaseException) -> Verdict:
+        return Verdict(
+            action="deny", allowed=False, rule_id=None, reason=f"{EVALUATION_ERROR_REASON}: {type(exc).__name__}",
+            severity="high", penalty=SEVERITY_PENALTY["high"], violations=(), indeterminate=True,
+            policy_digest=self.digest,
+        )
 
+    def _limits(self, step: _Step, ctx: ActionContext, tool: str, state: PolicyState | None) -> tuple[Any, str, float]:
+        rule = step.rule
+        if step.limit is not None:
+            held = step.limit(ctx, tool)
+            if held is not True:
+                return held, "limit", 0.0
+        if not rule.stateful:
+            return True, "", 0.0
+        if state is None:
+            used_amount: float | None = None
+            used_count: int | None = None
+        else:
+            used_amount, used_count = state.usage(self.digest, rule, ctx.session)
+        amount = 0.0
+        if rule.budget is not None:
+            assert step.budget_read is not None
+            value = as_number(step.budget_read(ctx, tool))
+            if value is None or value < 0 or used_amount is None:
+                return None, "budget", 0.0
+            if used_amount + value > rule.budget.max:
+                return False, "budget", 0.0
+            amount = float(value)
+        if rule.rate is not None:
+            if used_count is None:
+                return None, "rate", amount
+            if used_count + 1 > rule.rate.max:
+                return False, "rate", amount
+        return True, "", amount
 
-def _session_key(session: Any) -> Hashable:
-    return session  # type: ignore[no-any-return]
+    def _run(self, plan: _Plan, ctx: ActionContext, state: PolicyState | None) -> tuple[Verdict, Consume]:
+        tool = plan.tool
+        warns: list[Rule] | None = None
+        first_match = self._first_match
+        # The candidate that decides so far: (strictness, step or None, indeterminate, failed kind).
+        best: _Step | None = None
+        best_strict = -1
+        best_action = ""
+        best_indet = False
+        best_failed = ""
+        definite = False
+        consume: list[tuple[int, float]] | None = None
+        for step in plan.steps:
+            fn = step.when
+            w = True if fn is None else fn(ctx, tool)
+            kind = step.kind
+            if w is False:
+                continue
+            if kind == _WARN:
+                if w is True:
+                    if warns is None:
+                        warns = []
+                    warns.append(step.rule)
+                continue
+            action = ""
+            indet = False
+            failed = ""
+            decided = False
+            if kind == _ALLOW:
+                if w is not True:
+                    continue
+                action, decided, definite = "allow", True, True
+            elif kind in (_DENY, _APPROVAL):
+                action = "deny" if kind == _DENY else "require_approval"
+                indet = w is None
+                definite = definite or w is True
+                decided = w is True or kind == _DENY
+            else:
+                held, failed, amount = self._limits(step, ctx, tool, state)
+                if held is True:
+                    if w is not True:
+                        continue
+                    action, decided, definite = "allow", True, True
+                    if step.rule.stateful:
+                        if consume is None:
+                            consume = []
+                        consume.append((step.rule.index, amount))
+                else:
+                    action, decided = "deny", True
+                    indet = w is None or held is None
+                    definite = definite or w is True
+            strict = 2 if action == "deny" else (1 if action == "require_approval" else 0)
+            if strict > best_strict:
+                best, best_strict, best_action, best_indet, best_failed = step, strict, action, indet, failed
+            if first_match and decided:
+                break
+        if not definite:
+            strict = 2 if self.policy.default == "deny" else 0
+            if strict > best_strict:
+                if warns is None:
+                    return self._verdict_default, _NO_CONSUME
+                return self._factory.build(self.policy.default, None, False, "", tuple(warns)), _NO_CONSUME
+        assert best is not None
+        if warns is None and not best_indet and not best_failed:
+            verdict = best.plain
+            assert verdict is not None
+        else:
+            verdict = self._factory.build(best_action, best.rule, best_indet, best_failed, tuple(warns or ()))
+        if consume is None or not verdict.allowed:
+            return verdict, _NO_CONSUME
+        return verdict, tuple(consume)
 
 
 def compile_policy(policy: Policy) -> CompiledPolicy:

@@ -52,15 +52,15 @@ class ActionContext(_Fields):
             raise TypeError(f"ActionContext: `tool` must be a str, got {type(tool).__name__} {tool!r}")
         if args is None:
             args = _EMPTY
-        elif not isinstance(args, Mapping):
+        elif args.__class__ is not dict and not isinstance(args, Mapping):
             raise TypeError(f"ActionContext: `args` must be a mapping, got {type(args).__name__}")
         if tool_meta is None:
             tool_meta = _EMPTY
-        elif not isinstance(tool_meta, Mapping):
+        elif tool_meta.__class__ is not dict and not isinstance(tool_meta, Mapping):
             raise TypeError(f"ActionContext: `tool_meta` must be a mapping, got {type(tool_meta).__name__}")
         if context is None:
             context = _EMPTY
-        elif not isinstance(context, Mapping):
+        elif context.__class__ is not dict and not isinstance(context, Mapping):
             raise TypeError(f"ActionContext: `context` must be a mapping, got {type(context).__name__}")
         return tuple.__new__(cls, (tool, args, tool_meta, environment, agent, session, context))
 

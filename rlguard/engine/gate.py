@@ -116,7 +116,7 @@ class PolicyGate:
                 if STRICTNESS[verdict.action] > STRICTNESS[final.action]:
                     final = verdict
             if final.allowed:
-                for layer, (_, consume) in zip(self._layers, decisions):
+                for layer, (_, consume) in zip(self._layers, decisions, strict=True):
                     layer.apply(ctx, state, consume)
         return final
 
@@ -138,10 +138,7 @@ class PolicyGate:
     # -- derivation and reload -------------------------------------------------------------
     def derive(self, child: PolicySource | PolicyGate) -> PolicyGate:
         """A gate for a subagent: each decision is the stricter of this gate's and `child`'s."""
-        if isinstance(child, PolicyGate):
-            extra = child._layers
-        else:
-            extra = (compile_policy(load_policy(child)),)
+        extra = child._layers if isinstance(child, PolicyGate) else (compile_policy(load_policy(child)),)
         return PolicyGate(self._layers + extra, state=self.state)
 
     def reload(self, source: PolicySource) -> None:

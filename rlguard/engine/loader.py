@@ -12,7 +12,7 @@ from rlguard.engine.model import Policy
 from rlguard.engine.parser import parse_policy
 from rlguard.engine.yaml_source import MAX_POLICY_BYTES, load_yaml
 
-PolicySource = Union[str, "os.PathLike[str]", Mapping[str, Any], Policy]  # noqa: UP007
+PolicySource = Union[str, "os.PathLike[str]", Mapping[str, Any], Policy]
 
 
 def load_policy(source: PolicySource, *, filename: str | None = None) -> Policy:

@@ -45,9 +45,9 @@ def as_number(value: Any) -> int | float | None:
     """A finite Python number, or None when `value` is not a finite non-bool number."""
     cls = value.__class__
     if cls is int:
-        return value  # type: ignore[no-any-return]
+        return int(value)
     if cls is float:
-        return value if math.isfinite(value) else None  # type: ignore[no-any-return]
+        return float(value) if math.isfinite(value) else None
     if isinstance(value, (bool, np.bool_)):
         return None
     if isinstance(value, (int, np.integer)):
@@ -120,7 +120,7 @@ def scalar_predicate(cmp: Compare) -> Callable[[Any], bool | None]:
             x = as_scalar(v, kind)
             if x is None:
                 return None
-            return (x != target) if negate else (x == target)
+            return bool(x != target) if negate else bool(x == target)
 
         return eq
 

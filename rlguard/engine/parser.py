@@ -464,7 +464,7 @@ class _Parser:
             self.problem(f"`{what}.window`{self.in_rule(rid)} only applies with `per: window`", (*path, "window"),
                          rule_id=rid, key=True, hint="remove `window`, or write `per: window`")
             ok = False
-        return per, (float(window) if per == "window" and ok else None), ok
+        return per, (float(window) if per == "window" and ok and window is not None else None), ok
 
     def _keys(self, data: Mapping[str, Any], allowed: tuple[str, ...], path: Path, rid: str | None, what: str) -> bool:
         ok = True
@@ -502,6 +502,7 @@ class _Parser:
         per, window, scope_ok = self._scope(data, path, rid, "budget")
         if not (ok and scope_ok) or ref is None:
             return None
+        assert isinstance(mx, (int, float))
         return Budget(field=ref, max=mx, per=per, window=window)
 
     def rate(self, data: Any, path: Path, rid: str | None) -> Rate | None:
@@ -518,6 +519,7 @@ class _Parser:
         per, window, scope_ok = self._scope(data, path, rid, "rate")
         if not (ok and scope_ok):
             return None
+        assert isinstance(mx, int)
         return Rate(max=mx, per=per, window=window)
 
 

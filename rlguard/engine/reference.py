@@ -125,11 +125,11 @@ def decide(policy: Policy, ctx: ActionContext, usage: Usage | None = None) -> De
     if not definite:
         candidates.append((policy.default, None, False, ""))
     # Strictest wins; on a tie the earliest (the default is last).
-    action, rule, indeterminate, failed = candidates[0]
+    action, chosen, indeterminate, failed = candidates[0]
     for cand in candidates[1:]:
         if STRICTNESS[cand[0]] > STRICTNESS[action]:
-            action, rule, indeterminate, failed = cand
-    verdict = make.build(action, rule, indeterminate, failed, tuple(warns))
+            action, chosen, indeterminate, failed = cand
+    verdict = make.build(action, chosen, indeterminate, failed, tuple(warns))
     if not verdict.allowed:
         consume = []
     return Decision(verdict, tuple(consume))

@@ -154,16 +154,17 @@ class _Converter:
                 key = self.constructor.construct_object(key_node, deep=True)
                 if not isinstance(key, str):
                     key = str(key_node.value)
+                key_path = (*path, key)
                 if key in result:
-                    first = self.source.keys.get((*path, key))
+                    first = self.source.keys.get(key_path)
                     where = f" (first at line {first[0]})" if first else ""
                     raise self.fail(
                         f"duplicate key `{key}`{where}", key_node,
                         "each key may appear once in a mapping; remove or merge the duplicate",
                         code="duplicate_key",
                     )
-                self.source.keys[(*path, key)] = (key_node.start_mark.line + 1, key_node.start_mark.column + 1)
-                result[key] = self.convert(value_node, (*path, key), depth + 1)
+                self.source.keys[key_path] = (key_node.start_mark.line + 1, key_node.start_mark.column + 1)
+                result[key] = self.convert(value_node, key_path, depth + 1)
             return result
         raise self.fail("unsupported YAML node", node)  # pragma: no cover - yaml has three node kinds
 
