@@ -170,11 +170,15 @@ class _Plan:
 class CompiledPolicy:
     """A policy prepared for evaluation. Immutable; share it across threads and gates."""
 
-    __slots__ = ("_factory", "_first_match", "_plans", "_rule_parts", "_verdict_default", "digest", "policy", "rules")
+    __slots__ = (
+        "_factory", "_first_match", "_plans", "_rule_parts", "_verdict_default", "digest", "namespace", "policy", "rules",
+    )
 
     def __init__(self, policy: Policy) -> None:
         self.policy = policy
         self.digest = policy.digest
+        #: Where this policy's budget and rate usage lives in a shared `PolicyState`.
+        self.namespace: Hashable = ("policy", policy.name)
         self.rules: tuple[Rule, ...] = policy.rules
         self._first_match = policy.combine == "first_match"
         self._factory = VerdictFactory(policy)
@@ -238,7 +242,7 @@ class CompiledPolicy:
         """Record the consumption of an allowed action."""
         session: Hashable = ctx.session
         for index, amount in consume:
-            state.consume(self.digest, self.rules[index], session, amount)
+            state.consume(self.namespace, self.rules[index], session, amount)
 
     def _error_verdict(self, exc: BaseException) -> Verdict:
         return Verdict(
@@ -259,14 +263,14 @@ class CompiledPolicy:
             used_amount: float | None = None
             used_count: int | None = None
         else:
-            used_amount, used_count = state.usage(self.digest, rule, ctx.session)
+            used_amount, used_count = state.usage(self.namespace, rule, ctx.session)
         amount = 0.0
         if rule.budget is not None:
             assert step.budget_read is not None
             value = as_number(step.budget_read(ctx, tool))
             if value is None or value < 0 or used_amount is None:
                 return None, "budget", 0.0
-            if used_amount + value > rule.budget.max:
+            if value > rule.budget.max or used_amount + float(value) > rule.budget.max:  # §12.2: float64 sum
                 return False, "budget", 0.0
             amount = float(value)
         if rule.rate is not None:

@@ -93,16 +93,19 @@ def normalize_tool_name(name: str) -> str:
 
 
 def is_invalid_tool_name(raw: str, normalized: str) -> bool:
-    """Empty, or holding a control or format character (Unicode Cc / Cf), before or after NFKC."""
+    """Empty, or holding a control, format or lone surrogate character (Unicode Cc / Cf / Cs).
+
+    Checked before and after NFKC. Lone surrogates cannot even be written to evidence as UTF-8.
+    """
     if not raw or not normalized:
         return True
     for text in (raw, normalized):
         if text.isprintable():
-            # isprintable() is False for every Cc and Cf character (and for some others,
+            # isprintable() is False for every Cc, Cf and Cs character (and for some others,
             # which the exact check below lets through).
             continue
         for ch in text:
-            if unicodedata.category(ch) in ("Cc", "Cf"):
+            if unicodedata.category(ch) in ("Cc", "Cf", "Cs"):
                 return True
     return False
 

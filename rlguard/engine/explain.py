@@ -86,8 +86,13 @@ def _trace(cond: Cond, ctx: ActionContext, tool: str, out: list[ConditionTrace])
     from rlguard.engine.operators import tri_and, tri_not, tri_or
 
     if isinstance(cond, Compare):
-        value = read_field(cond.field, ctx, tool)
-        result = scalar_predicate(cond)(value)
+        try:
+            value = read_field(cond.field, ctx, tool)
+            result = scalar_predicate(cond)(value)
+        except Exception as exc:  # the verdict itself comes from the gate, which fails closed
+            out.append(ConditionTrace(cond.field.name, cond.op, cond.operand, f"<error: {type(exc).__name__}>",
+                                      "unknown"))
+            return None
         shown = None if value is None or repr(value) == "MISSING" else value
         out.append(ConditionTrace(cond.field.name, cond.op, cond.operand, shown, _tri(result)))
         return result

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 from rlguard.engine.compiler import CompiledPolicy, compile_policy
 from rlguard.engine.context import ActionContext
 from rlguard.engine.errors import PolicyError
-from rlguard.engine.loader import PolicySource, load_policy
+from rlguard.engine.loader import PolicySource, load_policy, load_policy_text
 from rlguard.engine.state import PolicyState
 from rlguard.engine.verdict import STRICTNESS, Verdict
 
@@ -61,7 +61,7 @@ class PolicyGate:
     @classmethod
     def from_string(cls, text: str, *, filename: str | None = None) -> PolicyGate:
         """Load, check and compile policy YAML text."""
-        return cls(compile_policy(load_policy(text, filename=filename)))
+        return cls(compile_policy(load_policy_text(text, filename=filename)))
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> PolicyGate:
@@ -81,7 +81,10 @@ class PolicyGate:
 
     @property
     def digest(self) -> str:
-        """The digest verdicts of this gate carry (for a derived gate, a digest of all layers)."""
+        """The policy digest; for a derived gate, a digest over its layers' digests.
+
+        A verdict carries the digest of the layer that decided it (`layers` lists them all).
+        """
         return self._layers[-1].digest if len(self._layers) == 1 else self._combined_digest()
 
     def _combined_digest(self) -> str:

@@ -15,6 +15,13 @@ from rlguard.engine.yaml_source import MAX_POLICY_BYTES, load_yaml
 PolicySource = Union[str, "os.PathLike[str]", Mapping[str, Any], Policy]
 
 
+def load_policy_text(text: str | bytes, *, filename: str | None = None) -> Policy:
+    """A checked `Policy` from YAML text (never read as a path)."""
+    name = filename or "<string>"
+    data, source_map = load_yaml(text, name)
+    return parse_policy(data, source_map, name)
+
+
 def load_policy(source: PolicySource, *, filename: str | None = None) -> Policy:
     """A checked `Policy` from a path (`Path`, or a str naming an existing file), YAML text, or a dict.
 
@@ -46,7 +53,5 @@ def load_policy(source: PolicySource, *, filename: str | None = None) -> Policy:
         data, source_map = load_yaml(raw, name)
         return parse_policy(data, source_map, name)
     if isinstance(source, (str, bytes)):
-        name = filename or "<string>"
-        data, source_map = load_yaml(source, name)
-        return parse_policy(data, source_map, name)
+        return load_policy_text(source, filename=filename)
     raise TypeError(f"a policy source is a path, YAML text or a mapping, got {type(source).__name__}")

@@ -59,6 +59,19 @@ def _suggest(word: str, choices: tuple[str, ...] | list[str]) -> str | None:
     return f"did you mean `{close[0]}`?" if close else None
 
 
+def _finite(value: Any) -> bool:
+    """A finite number: any int (compared exactly, whatever its size), or a finite float."""
+    return isinstance(value, int) or math.isfinite(value)
+
+
+def _float_sized(value: Any) -> bool:
+    """A number that converts to a finite float (penalties, windows and budget maxima are floats)."""
+    try:
+        return math.isfinite(float(value))
+    except OverflowError:
+        return False
+
+
 def _typename(value: Any) -> str:
     if value is None:
         return "null"
@@ -95,6 +108,10 @@ class _Parser:
 
     # -- top level -------------------------------------------------------------------------
     def policy(self, data: Any) -> Policy | None:
+        if data is None:
+            self.problem("the policy is empty", (), hint="start the file with `version: 1` and a `rules:` list",
+                         code="invalid_type")
+            return None
         if not isinstance(data, Mapping):
             self.problem(
                 f"a policy must be a mapping, got {_typename(data)}", (),
@@ -173,7 +190,7 @@ class _Parser:
         if rule_id is None:
             self.problem(f"rule #{index + 1} has no `id`", path, hint="add `id: some-name`", code="missing_key")
             rule_id = None
-        elif not isinstance(rule_id, str) or not _RULE_ID.match(rule_id):
+        elif not isinstance(rule_id, str) or not _RULE_ID.fullmatch(rule_id):
             self.problem(
                 f"rule id `{rule_id}` is not a plain name", (*path, "id"),
                 hint="use letters, digits and `_ . : -`, starting with a letter or digit",
@@ -224,14 +241,14 @@ class _Parser:
             self.problem(f"`reason`{self.in_rule(rid)} must be a string", (*path, "reason"), rule_id=rid,
                          code="invalid_type", hint='quote it: `reason: "..."`')
         severity = data.get("severity", DEFAULT_SEVERITY.get(str(verdict), "high"))
-        if severity not in SEVERITY_PENALTY:
+        if not isinstance(severity, str) or severity not in SEVERITY_PENALTY:
             self.problem(f"unknown severity `{severity}`{self.in_rule(rid)}", (*path, "severity"), rule_id=rid,
                          hint=_suggest(str(severity), tuple(SEVERITY_PENALTY))
                          or "use one of critical, high, medium, low")
             severity = "high"
         penalty = data.get("penalty", SEVERITY_PENALTY[severity])
         if (not isinstance(penalty, (int, float)) or isinstance(penalty, bool)
-                or not math.isfinite(penalty) or penalty < 0):
+                or not _float_sized(penalty) or penalty < 0):
             self.problem(f"`penalty`{self.in_rule(rid)} must be a finite number >= 0, got `{penalty}`",
                          (*path, "penalty"), rule_id=rid, hint="e.g. `penalty: 10`")
             penalty = 0.0
@@ -293,7 +310,8 @@ class _Parser:
 
     def field(self, key: Any, path: Path, rid: str | None) -> FieldRef | None:
         if not isinstance(key, str) or not key:
-            self.problem(f"`{key}` is not a field name{self.in_rule(rid)}", path, rule_id=rid, key=True)
+            self.problem(f"`{key}` is not a field name{self.in_rule(rid)}", path, rule_id=rid, key=True,
+                         hint="fields look like `tool`, `args.amount_cents`, `environment` or `context.region`")
             return None
         root, *rest = key.split(".")
         if root not in FIELD_ROOTS:
@@ -348,12 +366,19 @@ class _Parser:
     def _scalar(self, operand: Any, ref: FieldRef, op: str, path: Path, rid: str | None) -> bool:
         kind = kind_of(operand)
         if kind == "other" or operand is None:
+            if operand is None:
+                hint = f"null means missing; to test presence write `{ref.name}: {{exists: false}}`"
+            elif isinstance(operand, list):
+                hint = f"to match one of several values write `{ref.name}: {{in: [...]}}`"
+            else:
+                hint = "compare with a single string, number or boolean"
             self.problem(f"`{op}` on `{ref.name}`{self.in_rule(rid)} needs a string, number or boolean, "
-                         f"got {_typename(operand)}", path, rule_id=rid, code="invalid_operand")
+                         f"got {_typename(operand)}", path, rule_id=rid, code="invalid_operand", hint=hint)
             return False
-        if kind == "num" and not math.isfinite(operand):
+        if kind == "num" and not _finite(operand):
             self.problem(f"`{op}` on `{ref.name}`{self.in_rule(rid)} needs a finite number, got `{operand}`",
-                         path, rule_id=rid, code="invalid_operand")
+                         path, rule_id=rid, code="invalid_operand",
+                         hint="NaN and infinity never compare as expected; use a finite number")
             return False
         if ref.is_tool_name and kind != "str":
             self.problem(f"`{op}` on `tool`{self.in_rule(rid)} needs a string, got {_typename(operand)}", path,
@@ -392,8 +417,7 @@ class _Parser:
                 return None
             return Compare(ref, op, tuple(norm(x) if isinstance(x, str) else x for x in operand))
         if op in ("lt", "lte", "gt", "gte"):
-            if (not isinstance(operand, (int, float)) or isinstance(operand, bool)
-                    or not math.isfinite(operand)):
+            if not isinstance(operand, (int, float)) or isinstance(operand, bool) or not _finite(operand):
                 self.problem(f"`{op}` on `{ref.name}`{self.in_rule(rid)} needs a finite number, "
                              f"got {_typename(operand)} `{operand}`", path, rule_id=rid,
                              hint=f"e.g. `{op}: 10000` (numbers are not quoted)", code="invalid_operand")
@@ -408,7 +432,7 @@ class _Parser:
         if op == "regex":
             if not isinstance(operand, str):
                 self.problem(f"`regex` on `{ref.name}`{self.in_rule(rid)} needs a string pattern", path,
-                             rule_id=rid, code="invalid_operand")
+                             rule_id=rid, code="invalid_operand", hint='quote the pattern, e.g. `regex: "^[a-z]+$"`')
                 return None
             try:
                 compiled = re.compile(operand)
@@ -456,7 +480,7 @@ class _Parser:
             ok = False
         if per == "window":
             if (not isinstance(window, (int, float)) or isinstance(window, bool)
-                    or not math.isfinite(window) or window <= 0):
+                    or not _float_sized(window) or window <= 0):
                 self.problem(f"`{what}.window`{self.in_rule(rid)} must be a number of seconds > 0",
                              (*path, "window"), rule_id=rid, hint="e.g. `per: window` with `window: 60`")
                 ok = False
@@ -495,7 +519,7 @@ class _Parser:
                 ref = None
             ok = ok and ref is not None
         mx = data.get("max")
-        if not isinstance(mx, (int, float)) or isinstance(mx, bool) or not math.isfinite(mx) or mx < 0:
+        if not isinstance(mx, (int, float)) or isinstance(mx, bool) or not _float_sized(mx) or mx < 0:
             self.problem(f"`budget.max`{self.in_rule(rid)} must be a finite number >= 0, got `{mx}`",
                          (*path, "max"), rule_id=rid, hint="e.g. `max: 50000`")
             ok = False

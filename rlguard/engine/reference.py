@@ -68,7 +68,7 @@ def _limits(rule: Rule, ctx: ActionContext, tool: str, usage: Usage | None) -> t
         value = as_number(read_field(rule.budget.field, ctx, tool))
         if value is None or value < 0 or used_amount is None:
             return None, "budget", amount
-        if used_amount + value > rule.budget.max:
+        if value > rule.budget.max or used_amount + float(value) > rule.budget.max:  # §12.2: float64 sum
             return False, "budget", amount
         amount = float(value)
     if rule.rate is not None:

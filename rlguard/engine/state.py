@@ -68,15 +68,17 @@ class PolicyState:
         self.max_sessions = max_sessions
         self.clock = clock
         self.lock = threading.RLock()
-        self._sessions: OrderedDict[Hashable, dict[int, _RuleUsage]] = OrderedDict()
-        # Two different policies must not share usage: rules are keyed by (policy digest, index).
-        self._key_space: dict[str, int] = {}
+        self._sessions: OrderedDict[Hashable, dict[Hashable, _RuleUsage]] = OrderedDict()
 
-    def _rule_key(self, digest: str, rule: Rule) -> int:
-        base = self._key_space.setdefault(digest, len(self._key_space) << 20)
-        return base + rule.index
+    @staticmethod
+    def _rule_key(namespace: Hashable, rule: Rule) -> Hashable:
+        # Usage belongs to a rule's identity and definition, not to the policy text: reloading a
+        # policy whose budget rule is unchanged keeps its usage (a reload never resets budgets),
+        # and changing a budget's definition starts it afresh. `namespace` separates the layers
+        # of a derived gate.
+        return (namespace, rule.id, rule.budget, rule.rate)
 
-    def _session(self, session: Hashable, create: bool) -> dict[int, _RuleUsage] | None:
+    def _session(self, session: Hashable, create: bool) -> dict[Hashable, _RuleUsage] | None:
         table = self._sessions.get(session)
         if table is not None:
             self._sessions.move_to_end(session)
@@ -101,8 +103,12 @@ class PolicyState:
                 return True
         return False
 
-    def usage(self, digest: str, rule: Rule, session: Hashable) -> tuple[float | None, int | None]:
-        """(amount, count) a rule has consumed in its scope for a session; (None, None) when unknown."""
+    def usage(self, namespace: Hashable, rule: Rule, session: Hashable) -> tuple[float | None, int | None]:
+        """(amount, count) a rule has consumed in its scope for a session; (None, None) when unknown.
+
+        `namespace` keeps apart rules of different policies that share this state (the gate
+        passes its layer's position and policy name).
+        """
         try:
             hash(session)
         except TypeError:
@@ -110,18 +116,18 @@ class PolicyState:
         table = self._session(session, create=True)
         if table is None:
             return None, None
-        usage = table.get(self._rule_key(digest, rule))
+        usage = table.get(self._rule_key(namespace, rule))
         if usage is None:
             return 0.0, 0
         usage.prune(self.clock())
         return usage.amount, usage.count
 
-    def consume(self, digest: str, rule: Rule, session: Hashable, amount: float) -> None:
+    def consume(self, namespace: Hashable, rule: Rule, session: Hashable, amount: float) -> None:
         """Record one allowed action under a stateful rule."""
         table = self._session(session, create=True)
         if table is None:  # pragma: no cover - usage() returned None first, so nothing was allowed
             return
-        key = self._rule_key(digest, rule)
+        key = self._rule_key(namespace, rule)
         usage = table.get(key)
         per, window = _scope_of(rule)
         if usage is None:

@@ -177,11 +177,14 @@ def load_yaml(text: str | bytes, file: str | None = None) -> tuple[Any, SourceMa
                 f"policy is {len(text)} bytes; the limit is {MAX_POLICY_BYTES}", file=file, code="too_large",
                 hint="split the policy, or derive child policies for subagents",
             )
+        raw = text
         try:
-            text = text.decode("utf-8")
+            text = raw.decode("utf-8")
         except UnicodeDecodeError as exc:
+            line_start = raw.rfind(b"\n", 0, exc.start) + 1
             raise PolicyError.single(
                 f"policy is not valid UTF-8 (byte {exc.start})", file=file, code="encoding",
+                line=raw.count(b"\n", 0, exc.start) + 1, column=exc.start - line_start + 1,
                 hint="save the file as UTF-8",
             ) from None
     if len(text.encode("utf-8", "surrogatepass")) > MAX_POLICY_BYTES:
@@ -196,6 +199,10 @@ def load_yaml(text: str | bytes, file: str | None = None) -> tuple[Any, SourceMa
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         problem = exc.problem or exc.context or "invalid YAML"
+        start = exc.context_mark
+        if exc.problem and exc.context and start is not None and mark is not None and start.line != mark.line:
+            # e.g. an unclosed quote: PyYAML notices at the end of the file; say where it began
+            problem += f" ({exc.context} that starts at line {start.line + 1}, column {start.column + 1})"
         raise PolicyError.single(
             f"invalid YAML: {problem}", file=file,
             line=mark.line + 1 if mark else None, column=mark.column + 1 if mark else None,
@@ -212,6 +219,7 @@ def load_yaml(text: str | bytes, file: str | None = None) -> tuple[Any, SourceMa
         loader.dispose()
     converter = _Converter(file)
     if node is None:
+        converter.source.values[()] = (1, 1)
         return None, converter.source
     try:
         data = converter.convert(node, (), 0)

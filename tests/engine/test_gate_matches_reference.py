@@ -51,12 +51,12 @@ def test_stateful_sequences_equal_reference(policy: dict[str, Any], steps: list[
     gate.state = PolicyState(clock=clock)
     oracle_state = PolicyState(clock=clock)
     compiled = gate.compiled
-    digest = compiled.digest
+    namespace = compiled.namespace
     for ctx, advance in steps:
         clock.now += advance
-        expected = decide(compiled.policy, ctx, lambda rule, s=ctx.session: oracle_state.usage(digest, rule, s))
+        expected = decide(compiled.policy, ctx, lambda rule, s=ctx.session: oracle_state.usage(namespace, rule, s))
         for index, amount in expected.consume:
-            oracle_state.consume(digest, compiled.rules[index], ctx.session, amount)
+            oracle_state.consume(namespace, compiled.rules[index], ctx.session, amount)
         assert gate.check(ctx) == expected.verdict, ctx
 
 
