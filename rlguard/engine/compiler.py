@@ -220,29 +220,36 @@ class CompiledPolicy:
                     return self._factory.invalid_tool()
             if plan.stateful:
                 with state.lock:
-                    verdict, consume = self._run(plan, ctx, state)
+                    verdict, consume = self._run(plan, ctx, state, self.namespace)
                     if consume:
                         self.apply(ctx, state, consume)
                 return verdict
-            return self._run(plan, ctx, None)[0]
+            return self._run(plan, ctx, None, None)[0]
         except Exception as exc:  # fail closed: an evaluation error never allows
             return self._error_verdict(exc)
 
-    def decide(self, ctx: ActionContext, state: PolicyState | None) -> tuple[Verdict, Consume]:
-        """Decide without consuming budgets or rates; the caller holds `state.lock`."""
+    def decide(
+        self, ctx: ActionContext, state: PolicyState | None, namespace: Hashable = None
+    ) -> tuple[Verdict, Consume]:
+        """Decide without consuming budgets or rates; the caller holds `state.lock`.
+
+        `namespace` is where this policy's usage lives in `state` (default: `self.namespace`);
+        a derived gate gives each of its layers its own.
+        """
         try:
             plan = self._plan(ctx[0])
             if plan is None:
                 return self._factory.invalid_tool(), _NO_CONSUME
-            return self._run(plan, ctx, state)
+            return self._run(plan, ctx, state, self.namespace if namespace is None else namespace)
         except Exception as exc:
             return self._error_verdict(exc), _NO_CONSUME
 
-    def apply(self, ctx: ActionContext, state: PolicyState, consume: Consume) -> None:
+    def apply(self, ctx: ActionContext, state: PolicyState, consume: Consume, namespace: Hashable = None) -> None:
         """Record the consumption of an allowed action."""
         session: Hashable = ctx.session
+        space = self.namespace if namespace is None else namespace
         for index, amount in consume:
-            state.consume(self.namespace, self.rules[index], session, amount)
+            state.consume(space, self.rules[index], session, amount)
 
     def _error_verdict(self, exc: BaseException) -> Verdict:
         return Verdict(
@@ -251,7 +258,9 @@ class CompiledPolicy:
             policy_digest=self.digest,
         )
 
-    def _limits(self, step: _Step, ctx: ActionContext, tool: str, state: PolicyState | None) -> tuple[Any, str, float]:
+    def _limits(
+        self, step: _Step, ctx: ActionContext, tool: str, state: PolicyState | None, namespace: Hashable
+    ) -> tuple[Any, str, float]:
         rule = step.rule
         if step.limit is not None:
             held = step.limit(ctx, tool)
@@ -263,7 +272,7 @@ class CompiledPolicy:
             used_amount: float | None = None
             used_count: int | None = None
         else:
-            used_amount, used_count = state.usage(self.namespace, rule, ctx.session)
+            used_amount, used_count = state.usage(namespace, rule, ctx.session)
         amount = 0.0
         if rule.budget is not None:
             assert step.budget_read is not None
@@ -280,7 +289,9 @@ class CompiledPolicy:
                 return False, "rate", amount
         return True, "", amount
 
-    def _run(self, plan: _Plan, ctx: ActionContext, state: PolicyState | None) -> tuple[Verdict, Consume]:
+    def _run(
+        self, plan: _Plan, ctx: ActionContext, state: PolicyState | None, namespace: Hashable
+    ) -> tuple[Verdict, Consume]:
         tool = plan.tool
         warns: list[Rule] | None = None
         first_match = self._first_match
@@ -318,7 +329,7 @@ class CompiledPolicy:
                 definite = definite or w is True
                 decided = w is True or kind == _DENY
             else:
-                held, failed, amount = self._limits(step, ctx, tool, state)
+                held, failed, amount = self._limits(step, ctx, tool, state, namespace)
                 if held is True:
                     if w is not True:
                         continue

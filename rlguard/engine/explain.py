@@ -120,8 +120,8 @@ def explain(gate: PolicyGate, ctx: ActionContext) -> Explanation:
     layers: list[LayerTrace] = []
     final: Verdict | None = None
     with gate.state.lock:
-        for layer in gate.layers:
-            verdict, _ = layer.decide(ctx, gate.state)
+        for layer, space in zip(gate.layers, gate._namespaces(), strict=True):
+            verdict, _ = layer.decide(ctx, gate.state, space)
             rules = [] if is_invalid_tool_name(ctx.tool, tool) else [_rule_trace(r, ctx, tool) for r in layer.rules]
             layers.append(LayerTrace(layer.policy.name, layer.digest, rules, verdict))
             if final is None or STRICTNESS[verdict.action] > STRICTNESS[final.action]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Mapping
+from collections.abc import Hashable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -113,14 +113,15 @@ class PolicyGate:
     def _check_layers(self, ctx: ActionContext, state: PolicyState) -> Verdict:
         # Decide every layer without consuming, then consume only if all of them allow.
         with state.lock:
-            decisions = [layer.decide(ctx, state) for layer in self._layers]
+            spaces = self._namespaces()
+            decisions = [layer.decide(ctx, state, space) for layer, space in zip(self._layers, spaces, strict=True)]
             final = decisions[0][0]
             for verdict, _ in decisions[1:]:
                 if STRICTNESS[verdict.action] > STRICTNESS[final.action]:
                     final = verdict
             if final.allowed:
-                for layer, (_, consume) in zip(self._layers, decisions, strict=True):
-                    layer.apply(ctx, state, consume)
+                for layer, space, (_, consume) in zip(self._layers, spaces, decisions, strict=True):
+                    layer.apply(ctx, state, consume, space)
         return final
 
     def check_batch(self, batch: ActionBatch, state: BatchPolicyState | None = None) -> BatchVerdict:
@@ -131,6 +132,11 @@ class PolicyGate:
         from rlguard.engine.batch import evaluate_batch
 
         return evaluate_batch(self, batch, state)
+
+    def _namespaces(self) -> list[Hashable]:
+        # The root layer keeps its own namespace (so a derived gate sees the parent's usage);
+        # each child layer gets one of its own, even when it repeats a parent's rule ids.
+        return [layer.namespace if i == 0 else ("layer", i, layer.namespace) for i, layer in enumerate(self._layers)]
 
     def explain(self, ctx: ActionContext) -> Explanation:
         """A structured trace of how each layer decided (nothing is consumed)."""
