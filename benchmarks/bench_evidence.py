@@ -1,0 +1,180 @@
+"""Evidence recording cost, measured side by side in one run.
+
+Prints: records/s of the chained recorder (``flush`` and ``buffered``); p50 / p99 of
+``gate.check`` alone, ``record`` alone and check + record (each call timed on its own, so the
+figures include ~0.1 µs of timer overhead); and ``record_batch`` for one vectorized step at
+N = 4096 as a fraction of ``check_batch`` on the same batch.
+
+Run: ``python benchmarks/bench_evidence.py`` (``--quick`` for a smoke run).
+Targets: >= 150 k records/s; check + record p99 <= 10 µs; record_batch(violations) <= 10 % of
+check_batch. The machine is shared: read ratios, not absolutes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from rlguard import ActionContext, PolicyGate
+from rlguard.engine.batch import ActionBatch, CodedColumn, ToolVocabulary
+from rlguard.evidence import EvidenceRecorder
+
+RUNTIME_POLICY = """
+version: 1
+default: deny
+rules:
+  - id: cap-spend
+    when: {tool: "stripe.refund"}
+    limit: {args.amount_cents: {lte: 10000}}
+    verdict: deny_if_exceeds
+  - id: prod-writes
+    when: {tool: "*.write", environment: production}
+    verdict: require_approval
+"""
+
+
+def batch_policy(n_rules: int = 20) -> dict[str, Any]:
+    """`n_rules` rules over 16 tools, numeric and categorical conditions."""
+    rules: list[dict[str, Any]] = []
+    for i in range(n_rules - 2):
+        rules.append({"id": f"tool-{i}", "when": {"tool": f"svc{i % 16}.call", "args.amount": {"lte": 900 + i}},
+                      "verdict": "allow", "tags": ["T2"]})
+    rules.append({"id": "prod", "when": {"environment": "production", "args.amount": {"gt": 950}},
+                  "verdict": "require_approval", "tags": ["T10"]})
+    rules.append({"id": "rest", "when": {"args.amount": {"lte": 2000}}, "verdict": "allow"})
+    return {"version": 1, "name": "bench-batch", "default": "deny", "rules": rules}
+
+
+def timed_each(fn: Callable[[], object], n: int) -> list[int]:
+    clock = time.perf_counter_ns
+    out = [0] * n
+    for i in range(n):
+        t0 = clock()
+        fn()
+        out[i] = clock() - t0
+    return out
+
+
+def pct(values: list[int] | list[float], q: float) -> float:
+    ordered = sorted(values)
+    return float(ordered[min(len(ordered) - 1, int(q * len(ordered)))])
+
+
+def records_per_second(directory: Path, durability: str, n: int) -> float:
+    gate = PolicyGate.from_string(RUNTIME_POLICY)
+    ctx = ActionContext("stripe.refund", {"amount_cents": 5000, "customer_id": "cus_1"}, {"trust_tier": 2},
+                        environment="dev")
+    verdict = gate.check(ctx)
+    best = 0.0
+    for attempt in range(3):
+        with EvidenceRecorder(sink=directory / f"rate-{durability}-{attempt}.jsonl", durability=durability) as audit:
+            record = audit.record
+            t0 = time.perf_counter()
+            for _ in range(n):
+                record(ctx, verdict)
+            elapsed = time.perf_counter() - t0
+        best = max(best, n / elapsed)
+    return best
+
+
+def latencies(directory: Path, n: int) -> dict[str, tuple[float, float]]:
+    gate = PolicyGate.from_string(RUNTIME_POLICY)
+    ctx = ActionContext("stripe.refund", {"amount_cents": 5000, "customer_id": "cus_1"}, {"trust_tier": 2},
+                        environment="dev")
+    verdict = gate.check(ctx)
+    out: dict[str, tuple[float, float]] = {}
+    with EvidenceRecorder(sink=directory / "latency.jsonl") as audit:
+        check, record = gate.check, audit.record
+
+        def both() -> None:
+            record(ctx, check(ctx))
+
+        cases: dict[str, Callable[[], object]] = {
+            "check": lambda: check(ctx), "record": lambda: record(ctx, verdict), "check + record": both,
+        }
+        for fn in cases.values():
+            timed_each(fn, 2000)  # warm up
+        gc.disable()
+        try:
+            for name, fn in cases.items():
+                samples = timed_each(fn, n)
+                out[name] = (pct(samples, 0.50) / 1000, pct(samples, 0.99) / 1000)
+        finally:
+            gc.enable()
+    return out
+
+
+def batch_costs(directory: Path, n: int, repeats: int, production: float) -> dict[str, float]:
+    """check_batch and record_batch on one step; `production` (the share of rows in production)
+    sets how many rows the policy refuses."""
+    gate = PolicyGate.from_dict(batch_policy())
+    vocab = ToolVocabulary([f"svc{i}.call" for i in range(16)] + ["shell.exec"])
+    rng = np.random.default_rng(0)
+    batch = ActionBatch(
+        rng.integers(0, len(vocab), n).astype(np.int32),
+        vocab,
+        {
+            "args.amount": rng.integers(0, 2100, n).astype(np.float64),
+            "environment": CodedColumn((rng.random(n) < production).astype(np.int32), ["dev", "production"]),
+        },
+    )
+    verdicts = gate.check_batch(batch)
+
+    def median_us(fn: Callable[[], object]) -> float:
+        fn()
+        samples = []
+        for _ in range(repeats):
+            t0 = time.perf_counter_ns()
+            fn()
+            samples.append(time.perf_counter_ns() - t0)
+        return pct(samples, 0.5) / 1000
+
+    out = {"refused": float(np.count_nonzero(~verdicts.allowed)) / n}
+    with EvidenceRecorder(sink=directory / f"batch-{production}.jsonl", policy=gate) as audit:
+        step = iter(range(10**9))
+        out["check_batch"] = median_us(lambda: gate.check_batch(batch))
+        for detail in ("summary", "violations", "all"):
+            out[detail] = median_us(lambda d=detail: audit.record_batch(batch, verdicts, step=next(step), detail=d))
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="a smoke run with few samples")
+    args = parser.parse_args()
+    n_records = 5_000 if args.quick else 100_000
+    n_latency = 2_000 if args.quick else 50_000
+    repeats = 5 if args.quick else 200
+
+    with tempfile.TemporaryDirectory() as tmp:
+        directory = Path(tmp)
+        rates = {d: records_per_second(directory, d, n_records) for d in ("flush", "buffered")}
+        lat = latencies(directory, n_latency)
+        costs = [batch_costs(directory, 4096, repeats, production) for production in (0.0, 0.5)]
+
+    print("== runtime records/s (chained sha256, one orjson line per record)")
+    for durability, rate in rates.items():
+        print(f"  {durability:<10} {rate / 1000:8.1f} k records/s   (target >= 150 k for flush)")
+    print("== per-call latency, µs (each call timed alone)")
+    print(f"  {'':<16} {'p50':>7} {'p99':>7}")
+    for name, (p50, p99) in lat.items():
+        print(f"  {name:<16} {p50:7.2f} {p99:7.2f}")
+    print("  target: check + record p99 <= 10 µs")
+    for cost in costs:
+        print(f"== one training step, N = 4096, 20 rules, {cost['refused']:.1%} of rows refused; µs (median)")
+        base = cost["check_batch"]
+        print(f"  {'check_batch':<30} {base:9.1f}")
+        for detail in ("summary", "violations", "all"):
+            name = f"record_batch({detail})"
+            print(f"  {name:<30} {cost[detail]:9.1f}   {cost[detail] / base:6.1%} of check_batch")
+    print("  target: record_batch(violations) <= 10 % of check_batch")
+
+if __name__ == "__main__":
+    main()

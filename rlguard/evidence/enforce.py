@@ -1,0 +1,43 @@
+"""`enforce`: check, record, then allow or raise, so that no action runs unrecorded."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from rlguard.evidence.errors import ActionBlocked, ApprovalRequired
+
+if TYPE_CHECKING:
+    from rlguard.engine.context import ActionContext
+    from rlguard.engine.gate import PolicyGate
+    from rlguard.engine.state import PolicyState
+    from rlguard.engine.verdict import Verdict
+    from rlguard.evidence.recorder import EvidenceRecorder
+
+
+def enforce(
+    gate: PolicyGate, ctx: ActionContext, recorder: EvidenceRecorder, state: PolicyState | None = None
+) -> Verdict:
+    """Decide `ctx`, record the decision, and return the verdict only if the action may run.
+
+    Call it right before the side effect; run the action only when it returns::
+
+        verdict = enforce(gate, ctx, audit)   # raises unless allowed
+        result = TOOLS[ctx.tool](**ctx.args)
+
+    The first call for a policy also writes a ``policy`` record (rule ids and tags) for reports.
+    Budgets and rates are consumed by the check (as `PolicyGate.check` does), before recording.
+
+    Raises:
+        ActionBlocked: the policy denied the action (a `PermissionError`).
+        ApprovalRequired: the policy requires a human approval (a `PermissionError`).
+        EvidenceError: the decision could not be recorded; the action must not run, even if
+            the policy allowed it.
+    """
+    verdict = gate.check(ctx, state)
+    recorder.record_policy(gate)
+    recorder.record(ctx, verdict)
+    if verdict.allowed:
+        return verdict
+    if verdict.action == "require_approval":
+        raise ApprovalRequired(verdict, ctx)
+    raise ActionBlocked(verdict, ctx)

@@ -1,0 +1,513 @@
+"""`EvidenceRecorder`: every decision as one hash-chained JSON line, written before the action runs."""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import hashlib
+import os
+import socket
+import threading
+import time
+import uuid
+import weakref
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Literal
+
+import orjson
+
+from rlguard.engine.context import ActionContext
+from rlguard.engine.verdict import Verdict
+from rlguard.evidence.batchrecord import DETAILS, batch_record
+from rlguard.evidence.chain import CANONICAL, FORMAT_VERSION, seal
+from rlguard.evidence.clock import UtcClock
+from rlguard.evidence.errors import EvidenceError
+from rlguard.evidence.head import Head, write_head
+from rlguard.evidence.logfile import LogFile, Repair
+from rlguard.evidence.policyrecord import policy_digest, policy_record
+from rlguard.evidence.redaction import DEFAULT_REDACT, Redactor
+
+if TYPE_CHECKING:
+    from rlguard.engine.batch import ActionBatch, BatchVerdict
+
+Durability = Literal["flush", "fsync", "buffered"]
+DURABILITIES: tuple[str, ...] = ("flush", "fsync", "buffered")
+
+#: A checkpoint (head file) is written at least this often...
+CHECKPOINT_RECORDS = 1000
+CHECKPOINT_NS = 1_000_000_000
+#: ...and `buffered` writes its buffer once it holds this many bytes.
+BUFFER_BYTES = 1 << 16
+_CACHE_LIMIT = 4096
+_sha256 = hashlib.sha256
+_time_ns = time.time_ns
+
+_OPEN: weakref.WeakSet[EvidenceRecorder] = weakref.WeakSet()
+_VerdictPieces = tuple[Verdict, bytes, bytes, bytes, bytes, bytes, bytes]
+
+
+class EvidenceRecorder:
+    """Appends every decision to a tamper-evident JSON Lines log (one file per process).
+
+    Each line is a record with a ``seq``, the ``prev`` hash of the record before it and its own
+    ``hash`` (sha256 of its canonical bytes), so editing, deleting, inserting or reordering lines
+    breaks the chain; a head file (``<sink>.head``), checkpointed at least every second or every
+    1 000 records and at `flush` / `close`, shows lines cut from the end. ``rlguard verify`` checks
+    both. The format is documented in ``docs/evidence-format.md``.
+
+    >>> import tempfile, pathlib
+    >>> from rlguard import ActionContext, PolicyGate
+    >>> gate = PolicyGate.from_string("version: 1\\ndefault: allow\\nrules: []")
+    >>> sink = pathlib.Path(tempfile.mkdtemp()) / "evidence.jsonl"
+    >>> with EvidenceRecorder(sink=sink) as audit:
+    ...     ctx = ActionContext("stripe.refund", {"amount_cents": 5000, "api_key": "sk_live_1"})
+    ...     audit.record(ctx, gate.check(ctx))
+    >>> [line.count(b"sk_live_1") for line in sink.read_bytes().splitlines()]
+    [0, 0]
+
+    Args:
+        sink: the log file. An existing log is continued (its chain goes on); a new one starts
+            with a header record.
+        redact: key globs (case-insensitive, any depth of ``args``, ``tool_meta``, ``context``
+            and mapping-valued fields) whose values are written as ``"[REDACTED]"``; listed in
+            the header. Defaults to `DEFAULT_REDACT`; ``()`` records everything.
+        durability: ``"flush"`` (default: one ``write`` per record, no fsync; survives a process
+            crash, not a power loss), ``"fsync"`` (fsync each record) or ``"buffered"``
+            (written every 64 KiB and at `flush` / `close`; a crash loses the buffer).
+        repair: when the log ends with a torn line (a crash mid-write), move those bytes to
+            ``<sink>.torn`` and record a ``repair`` record instead of raising `EvidenceError`.
+        policy: a `PolicyGate` (or `CompiledPolicy` / `Policy`) whose rules and tags to record
+            once in a ``policy`` record, for reports. `enforce` does this itself.
+
+    Raises:
+        EvidenceError: the sink cannot be opened, is locked by another recorder, is not an
+            evidence log, ends with a torn line (and `repair` is False), or is shorter than its
+            head file says.
+
+    All methods are thread-safe. After a write fails, `record` keeps raising `EvidenceError`
+    unless the failed bytes could be rolled back.
+    """
+
+    def __init__(
+        self,
+        sink: str | os.PathLike[str] = "./evidence.jsonl",
+        *,
+        redact: Iterable[str] = DEFAULT_REDACT,
+        durability: Durability = "flush",
+        repair: bool = False,
+        policy: Any = None,
+    ) -> None:
+        if not isinstance(sink, (str, os.PathLike)):
+            raise TypeError(
+                f"`sink` must be a file path, got {type(sink).__name__}\nhelp: write `sink=\"evidence.jsonl\"`"
+            )
+        if durability not in DURABILITIES:
+            raise ValueError(
+                f"unknown durability `{durability}`\nhelp: use one of `flush` (default), `fsync`, `buffered`"
+            )
+        if not isinstance(repair, bool):
+            raise TypeError(f"`repair` must be True or False, got {repair!r}")
+        self._redactor = Redactor(redact)
+        self._durability: Durability = durability
+        self._buffering = durability == "buffered"
+        self._fsync_each = durability == "fsync"
+        self._path = Path(os.fspath(sink))
+        self._run_id = uuid.uuid4().hex
+        self._lock = threading.Lock()
+        self._policy_lock = threading.Lock()
+        self._clock = UtcClock()
+        self._vcache: dict[int, _VerdictPieces] = {}
+        self._scache: dict[str, bytes] = {}
+        self._policies: set[str] = set()
+        self._buffer: list[bytes] = []
+        self._pending = 0
+        self._broken: str | None = None
+        self._forked = False
+
+        self._log = LogFile(self._path, repair=repair)
+        self._last_seq = self._log.last_seq
+        self._last_hash = self._log.last_hash
+        self._prev = self._last_hash.encode()
+        self._written = (self._last_seq, self._last_hash)  # buffered mode: what is in the file
+        self._head_seq = self._last_seq
+        self._head_ns = 0
+        try:
+            resumed = self._last_seq >= 0
+            if self._log.repair is not None and resumed:
+                self._append(self._repair_fields(self._log.repair))
+            self._append(self._header_fields(resumed))
+            if self._log.repair is not None and not resumed:
+                self._append(self._repair_fields(self._log.repair))
+            if policy is not None:
+                self.record_policy(policy)
+            self.flush()
+        except BaseException:
+            self._log.close()
+            raise
+        _OPEN.add(self)
+        # A recorder dropped without close() still releases its file (and lock); in buffered
+        # mode its unwritten buffer is lost, as documented. At exit, `_close_all` closes the
+        # recorders still open properly (flush and checkpoint) instead.
+        weakref.finalize(self, self._log.close).atexit = False
+
+    # -- what it is --------------------------------------------------------------------------
+    @property
+    def path(self) -> Path:
+        """The log file."""
+        return self._path
+
+    @property
+    def run_id(self) -> str:
+        """A random id for this recorder, written in its header record."""
+        return self._run_id
+
+    @property
+    def redact(self) -> tuple[str, ...]:
+        """The redaction patterns in force."""
+        return self._redactor.patterns
+
+    @property
+    def durability(self) -> Durability:
+        """``"flush"``, ``"fsync"`` or ``"buffered"``."""
+        return self._durability
+
+    @property
+    def seq(self) -> int:
+        """The seq of the last record accepted."""
+        return self._last_seq
+
+    @property
+    def last_hash(self) -> str:
+        """The hash of the last record accepted (what the next record's ``prev`` will be)."""
+        return self._last_hash
+
+    @property
+    def closed(self) -> bool:
+        """Whether `close` was called."""
+        return self._log.fd < 0
+
+    # -- the hot path ------------------------------------------------------------------------
+    def record(self, ctx: ActionContext, verdict: Verdict) -> None:
+        """Append one ``decision`` record: the action, its (redacted) inputs and the verdict.
+
+        Raises:
+            EvidenceError: the record could not be written (disk full, closed recorder, ...).
+                Do not run the action.
+            TypeError: `ctx` is not an `ActionContext` or `verdict` not a `Verdict`.
+        """
+        if ctx.__class__ is not ActionContext and not isinstance(ctx, ActionContext):
+            raise TypeError(f"record() needs an ActionContext, got {type(ctx).__name__}")
+        tool, args, tool_meta, environment, agent, session, context = ctx
+        pieces = self._vcache.get(id(verdict))
+        if pieces is None or pieces[0] is not verdict:
+            pieces = self._verdict_pieces(verdict)
+        redacted: list[str] = []
+        dump = self._redactor.dump_mapping
+        j_args = dump(args, "args", redacted) if args else b"{}"
+        j_meta = dump(tool_meta, "tool_meta", redacted) if tool_meta else b"{}"
+        j_context = dump(context, "context", redacted) if context else b"{}"
+        # Strings (tool names, environments, agents, sessions) repeat: their JSON is cached.
+        strings = self._scache
+        j_tool = strings.get(tool) or self._value(tool, "tool", redacted)
+        j_env = (strings.get(environment) if environment.__class__ is str else None) or self._value(
+            environment, "environment", redacted
+        )
+        j_agent = b"null" if agent is None else self._value(agent, "agent", redacted)
+        j_session = b"null" if session is None else self._value(session, "session", redacted)
+        j_redacted = b',"redacted":' + orjson.dumps(redacted) if redacted else b""
+        with self._lock:
+            if self._broken is not None:
+                raise EvidenceError(self._broken)
+            ns = _time_ns()
+            us = ns // 1000
+            sec = us // 1_000_000
+            clock = self._clock
+            prefix = clock.prefix if sec == clock.sec else clock.tick(sec)
+            seq = self._last_seq + 1
+            core = b"".join((
+                pieces[1], j_agent, b',"args":', j_args, b',"context":', j_context, b',"environment":', j_env,
+                pieces[2], self._prev, pieces[3], j_redacted, pieces[4], b"%d" % seq, b',"session":', j_session,
+                pieces[5], j_tool, b',"tool_meta":', j_meta, b',"ts":"', prefix, b"%06d" % (us - sec * 1_000_000),
+                pieces[6],
+            ))  # fmt: skip
+            hash_ = _sha256(core + b"}").hexdigest()
+            prev = hash_.encode()
+            line = b"".join((core, b',"hash":"', prev, b'"}\n'))
+            # `_commit`, inlined for the default durability (the hot path).
+            if self._buffering:
+                self._commit(line, seq, hash_, ns)
+                return
+            try:
+                self._log.write(line)
+            except OSError as exc:
+                raise EvidenceError(self._write_error(exc)) from exc
+            self._last_seq = seq
+            self._last_hash = hash_
+            self._prev = prev
+            if self._fsync_each:
+                self._fsync()
+            if seq - self._head_seq >= CHECKPOINT_RECORDS or ns - self._head_ns >= CHECKPOINT_NS:
+                self._checkpoint(ns)
+
+    def _value(self, value: Any, path: str, redacted: list[str]) -> bytes:
+        if value is None:
+            return b"null"
+        if value.__class__ is str:
+            cached = self._scache.get(value)
+            if cached is None:
+                cached = orjson.dumps(value)
+                if len(self._scache) >= _CACHE_LIMIT:
+                    self._scache.clear()
+                self._scache[value] = cached
+            return cached
+        return self._redactor.dump(value, path, redacted)
+
+    def _verdict_pieces(self, verdict: Verdict) -> _VerdictPieces:
+        # A verdict's fields are fixed; the engine reuses verdict objects, so their JSON is
+        # built once and spliced between the per-record fields, in sorted-key order.
+        if not isinstance(verdict, Verdict):
+            raise TypeError(f"record() needs a Verdict, got {type(verdict).__name__}")
+
+        def j(value: Any) -> bytes:
+            return self._redactor.dump(value, "verdict", [])
+
+        pieces: _VerdictPieces = (
+            verdict,
+            b'{"action":' + j(verdict.action) + b',"agent":',
+            b',"indeterminate":' + j(bool(verdict.indeterminate)) + b',"kind":"decision","penalty":'
+            + j(verdict.penalty) + b',"policy_digest":' + j(verdict.policy_digest) + b',"prev":"',
+            b'","reason":' + j(verdict.reason),
+            b',"rule_id":' + j(verdict.rule_id) + b',"seq":',
+            b',"severity":' + j(verdict.severity) + b',"tool":',
+            b'Z","violations":' + j(list(verdict.violations)),
+        )
+        if len(self._vcache) >= _CACHE_LIMIT:
+            self._vcache.clear()
+        self._vcache[id(verdict)] = pieces
+        return pieces
+
+    # -- other records -----------------------------------------------------------------------
+    def record_batch(
+        self,
+        batch: ActionBatch,
+        verdicts: BatchVerdict,
+        *,
+        step: int,
+        detail: Literal["violations", "all", "summary"] = "violations",
+    ) -> None:
+        """Append one ``batch`` record for a whole vectorized step, in columns.
+
+        Counts by action and by deciding rule always; with ``detail="violations"`` (default) the
+        sub-env index, action, rule, tool and field values of every row that was not allowed;
+        with ``"all"`` those columns for every row; with ``"summary"`` the counts only. Arrays
+        are serialized by orjson's numpy support (no Python loop over rows, except for object
+        columns).
+
+        Raises:
+            EvidenceError: the record could not be written.
+        """
+        if detail not in DETAILS:
+            raise ValueError(f"unknown detail `{detail}`\nhelp: use one of `violations` (default), `all`, `summary`")
+        if isinstance(step, bool) or not isinstance(step, int):
+            try:
+                step = int(step.__index__())
+            except (AttributeError, TypeError):
+                raise TypeError(f"`step` must be an int, got {type(step).__name__}") from None
+        self._append(batch_record(batch, verdicts, step=int(step), detail=detail, redactor=self._redactor))
+
+    def record_policy(self, policy: Any) -> None:
+        """Append a ``policy`` record (digest, and each rule's id, verdict, severity and tags) once per digest.
+
+        Accepts a `PolicyGate`, a `CompiledPolicy` or a `Policy`. Reports read rule tags (such as
+        OWASP agentic categories ``T1``..``T10``) from these records.
+        """
+        digest = policy_digest(policy)
+        if digest in self._policies:
+            return
+        with self._policy_lock:  # two threads seeing a new digest write one record
+            if digest not in self._policies:
+                self._append(policy_record(policy))
+                self._policies.add(digest)
+
+    def _header_fields(self, resumed: bool) -> dict[str, Any]:
+        import rlguard
+
+        return {
+            "kind": "header",
+            "format": FORMAT_VERSION,
+            "rlguard": getattr(rlguard, "__version__", "unknown"),
+            "run_id": self._run_id,
+            "created": self._clock.now()[0].decode(),
+            "redact": list(self._redactor.patterns),
+            "durability": self._durability,
+            "resumed": resumed,
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+        }
+
+    def _repair_fields(self, repair: Repair) -> dict[str, Any]:
+        return {
+            "kind": "repair",
+            "torn_offset": repair.offset,
+            "torn_bytes": repair.length,
+            "torn_sha256": repair.sha256,
+            "torn_file": repair.side_file.name,
+        }
+
+    def _append(self, fields: Mapping[str, Any]) -> None:
+        with self._lock:
+            if self._broken is not None:
+                raise EvidenceError(self._broken)
+            ts, ns = self._clock.now()
+            seq = self._last_seq + 1
+            record = {**fields, "seq": seq, "ts": ts.decode(), "prev": self._last_hash}
+            try:
+                body = orjson.dumps(record, option=CANONICAL)
+            except TypeError as exc:  # a value the caller built badly: nothing was written
+                raise EvidenceError(f"cannot serialize a `{fields.get('kind')}` record: {exc}") from exc
+            line, hash_ = seal(body)
+            self._commit(line, seq, hash_, ns)
+
+    # -- writing (under the lock) --------------------------------------------------------------
+    def _commit(self, line: bytes, seq: int, hash_: str, ns: int) -> None:
+        if self._buffering:
+            self._buffer.append(line)
+            self._pending += len(line)
+            self._advance(seq, hash_)
+            if self._pending >= BUFFER_BYTES:
+                self._drain()
+                if seq - self._head_seq >= CHECKPOINT_RECORDS or ns - self._head_ns >= CHECKPOINT_NS:
+                    self._checkpoint(ns)
+            return
+        try:
+            self._log.write(line)
+        except OSError as exc:
+            raise EvidenceError(self._write_error(exc)) from exc
+        self._advance(seq, hash_)
+        if self._fsync_each:
+            self._fsync()
+        if seq - self._head_seq >= CHECKPOINT_RECORDS or ns - self._head_ns >= CHECKPOINT_NS:
+            self._checkpoint(ns)
+
+    def _advance(self, seq: int, hash_: str) -> None:
+        self._last_seq = seq
+        self._last_hash = hash_
+        self._prev = hash_.encode()
+
+    def _drain(self) -> None:
+        if not self._buffer:
+            return
+        data = b"".join(self._buffer)
+        try:
+            self._log.write(data)
+        except OSError as exc:
+            raise EvidenceError(self._write_error(exc)) from exc
+        self._buffer.clear()
+        self._pending = 0
+        self._written = (self._last_seq, self._last_hash)
+
+    def _on_disk(self) -> tuple[int, str]:
+        """The last record written to the file (buffered records are not)."""
+        return self._written if self._buffering else (self._last_seq, self._last_hash)
+
+    def _fsync(self) -> None:
+        try:
+            self._log.fsync()
+        except OSError as exc:
+            self._broken = f"fsync of `{self._path}` failed ({exc.strerror or exc}); the recorder stopped"
+            raise EvidenceError(self._broken) from exc
+
+    def _checkpoint(self, ns: int) -> None:
+        seq, hash_ = self._on_disk()
+        if seq < 0:
+            return
+        try:
+            write_head(
+                self._path,
+                Head(seq=seq, hash=hash_, ts=self._clock.now()[0].decode(), run_id=self._run_id),
+                fsync=self._durability == "fsync",
+            )
+        except OSError as exc:
+            raise EvidenceError(
+                f"cannot write the head file of `{self._path}`: {exc.strerror or exc} "
+                f"(records up to seq {seq} are in the log)"
+            ) from exc
+        self._head_seq = seq
+        self._head_ns = ns
+
+    def _write_error(self, exc: OSError) -> str:
+        message = (
+            f"cannot write evidence to `{self._path}`: {exc.strerror or exc}; the record was not written "
+            "and the action must not run\nhelp: free disk space or fix permissions, then retry"
+        )
+        if self._log.damaged:  # a partial line is stuck at the end: nothing may be chained after it
+            self._broken = (
+                f"the evidence recorder for `{self._path}` stopped after a failed write it could not undo\n"
+                f"help: reopen the log with `EvidenceRecorder(..., repair=True)`"
+            )
+        return message
+
+    # -- lifecycle -----------------------------------------------------------------------------
+    def flush(self) -> None:
+        """Write any buffered records and checkpoint the head file. Raises `EvidenceError`."""
+        with self._lock:
+            if self._broken is not None:
+                raise EvidenceError(self._broken)
+            self._drain()
+            self._checkpoint(self._clock.now()[1])
+
+    def close(self) -> None:
+        """Flush, checkpoint, release the lock and close the file. Idempotent."""
+        with self._lock:
+            if self._log.fd < 0:
+                return
+            if self._forked:
+                self._log.close()  # closes our copy only: the parent keeps its lock
+                return
+            try:
+                if self._broken is None:
+                    self._drain()
+                    if self._fsync_each:
+                        self._fsync()
+                    self._checkpoint(self._clock.now()[1])
+            finally:
+                self._broken = f"the evidence recorder for `{self._path}` is closed"
+                self._log.close()
+                _OPEN.discard(self)
+
+    def __enter__(self) -> EvidenceRecorder:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = "closed" if self.closed else f"seq {self._last_seq}"
+        return f"EvidenceRecorder({str(self._path)!r}, {state}, durability={self._durability!r})"
+
+
+def _close_all() -> None:
+    for recorder in list(_OPEN):
+        with contextlib.suppress(EvidenceError, OSError):  # at exit there is no caller left to tell
+            recorder.close()
+
+
+def _after_fork_in_child() -> None:
+    # The child shares the parent's file and lock; a second writer would break the chain.
+    for recorder in list(_OPEN):
+        recorder._lock = threading.Lock()  # another thread may have held it at fork time
+        recorder._policy_lock = threading.Lock()
+        recorder._forked = True
+        recorder._broken = (
+            f"the evidence recorder for `{recorder.path}` belongs to process {os.getppid()}, not this forked child\n"
+            "help: open a new EvidenceRecorder on its own file in each process"
+        )
+
+
+atexit.register(_close_all)
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)

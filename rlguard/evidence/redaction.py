@@ -1,0 +1,217 @@
+"""Redaction and JSON-safety of recorded values: secrets never reach the log, odd values never crash it.
+
+A key whose name matches a redaction pattern (a case-insensitive glob such as ``*password*``),
+at any depth of a mapping, has its whole value replaced by ``"[REDACTED]"`` before the record is
+serialized or hashed; the dotted paths of what was redacted are recorded, never the values.
+
+Values JSON cannot hold are written in a fixed, documented way: non-finite floats as the strings
+``"NaN"``, ``"Infinity"``, ``"-Infinity"``; integers beyond 64 bits as decimal strings; tuples
+and sets as lists; non-string keys through ``str()``; dataclasses and other mappings as objects;
+bytes as ``"<N bytes>"``; any other object as ``"<TypeName>"`` (never its ``repr``, which may hold
+a secret that redaction cannot see).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import enum
+import fnmatch
+import re
+import uuid
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import numpy as np
+import orjson
+
+from rlguard.evidence.chain import CANONICAL
+
+#: What a redacted value is replaced with.
+REDACTED = "[REDACTED]"
+#: Patterns used when the recorder is given none. Pass ``redact=()`` to record everything.
+DEFAULT_REDACT: tuple[str, ...] = (
+    "*password*",
+    "*passwd*",
+    "*secret*",
+    "*token",
+    "*api_key*",
+    "*api-key*",
+    "*apikey*",
+    "authorization",
+    "cookie",
+    "*credential*",
+    "*private_key*",
+    "card_number",
+    "cvv",
+    "ssn",
+)
+
+_MAX_DEPTH = 64
+_CACHE_LIMIT = 4096
+_INT_MIN = -(1 << 63)
+_INT_MAX = (1 << 64) - 1
+_NUMPY_KINDS = frozenset("biuf")
+
+
+def check_patterns(patterns: Iterable[str]) -> tuple[str, ...]:
+    """Validate redaction patterns; raises `TypeError` / `ValueError` with a help line."""
+    if isinstance(patterns, (str, bytes)):
+        raise TypeError(
+            f"`redact` must be a sequence of patterns, got the string `{patterns!r}`\n"
+            f"help: write `redact=({patterns!r},)`"
+        )
+    out: list[str] = []
+    for pattern in patterns:
+        if not isinstance(pattern, str) or not pattern:
+            raise ValueError(
+                f"redaction pattern `{pattern!r}` is not a non-empty string\n"
+                "help: write key globs such as `*password*` or `card_number`"
+            )
+        out.append(pattern)
+    return tuple(out)
+
+
+class Redactor:
+    """Redacts keys that match `patterns` and makes values JSON-safe, then serializes them.
+
+    >>> r = Redactor(("*password*",))
+    >>> paths: list[str] = []
+    >>> r.dump({"user": "ann", "db": {"Password": "hunter2"}}, "args", paths)
+    b'{"db":{"Password":"[REDACTED]"},"user":"ann"}'
+    >>> paths
+    ['args.db.Password']
+    """
+
+    __slots__ = ("_regex", "_secret", "patterns")
+
+    def __init__(self, patterns: Iterable[str]) -> None:
+        self.patterns = check_patterns(patterns)
+        self._secret: dict[str, bool] = {}
+        if self.patterns:
+            alternatives = "|".join(fnmatch.translate(p.casefold()) for p in self.patterns)
+            self._regex: re.Pattern[str] | None = re.compile(f"(?:{alternatives})")
+        else:
+            self._regex = None
+
+    def is_secret(self, key: str) -> bool:
+        """Whether `key` matches a redaction pattern (case-insensitive)."""
+        hit = self._secret.get(key)
+        if hit is None:
+            hit = self._regex is not None and self._regex.match(key.casefold()) is not None
+            if len(self._secret) >= _CACHE_LIMIT:
+                self._secret.clear()
+            self._secret[key] = hit
+        return hit
+
+    # -- serialization ---------------------------------------------------------------------
+    def dump(self, value: Any, path: str, redacted: list[str]) -> bytes:
+        """Canonical JSON bytes of `value` after redaction; redacted paths are appended to `redacted`."""
+        if self._is_clean(value, 0):
+            try:
+                return orjson.dumps(value, option=CANONICAL)
+            except TypeError:  # e.g. an int beyond 64 bits: take the slow path
+                pass
+        return orjson.dumps(self.clean(value, path, redacted), option=CANONICAL)
+
+    def dump_mapping(self, value: Any, path: str, redacted: list[str]) -> bytes:
+        """`dump` for a mapping (the record hot path: args, tool_meta, context)."""
+        if value.__class__ is dict and self._is_clean_dict(value, 0):
+            try:
+                return orjson.dumps(value, option=CANONICAL)
+            except TypeError:
+                pass
+        return orjson.dumps(self.clean(value, path, redacted), option=CANONICAL)
+
+    def _is_clean(self, value: Any, depth: int) -> bool:
+        # The fast path: plain JSON values and no secret key. Allocates nothing.
+        cls = value.__class__
+        if cls is dict:
+            return self._is_clean_dict(value, depth)
+        if cls is str or cls is int or cls is bool or value is None:
+            return True
+        if cls is float:
+            return bool(value - value == 0.0)  # False for NaN and ±inf
+        if cls is list and depth < _MAX_DEPTH:
+            return all(self._is_clean(item, depth + 1) for item in value)
+        return False
+
+    def _is_clean_dict(self, value: dict[Any, Any], depth: int) -> bool:
+        if depth >= _MAX_DEPTH:
+            return False
+        secret = self._secret
+        for key, item in value.items():
+            if secret.get(key) is not False and (key.__class__ is not str or self.is_secret(key)):
+                return False
+            cls = item.__class__
+            if cls is str or cls is int or cls is bool or item is None:
+                continue
+            if cls is float:
+                if item - item != 0.0:
+                    return False
+            elif cls is dict:
+                if not self._is_clean_dict(item, depth + 1):
+                    return False
+            elif cls is not list or not self._is_clean(item, depth):
+                return False
+        return True
+
+    def clean(self, value: Any, path: str, redacted: list[str], depth: int = 0) -> Any:
+        """A JSON-safe copy of `value` with secret keys redacted (the slow path of `dump`)."""
+        if value is None or isinstance(value, bool):
+            return value
+        if isinstance(value, str):
+            return value if value.__class__ is str else str.__str__(value)
+        if isinstance(value, enum.Enum):
+            return self.clean(value.value, path, redacted, depth + 1) if depth < _MAX_DEPTH else "<nested too deep>"
+        if isinstance(value, int):
+            value = int(value)
+            return value if _INT_MIN <= value <= _INT_MAX else str(value)
+        if isinstance(value, float):
+            return _float(float(value))
+        if depth >= _MAX_DEPTH:
+            return "<nested too deep>"
+        if isinstance(value, Mapping):
+            return self._clean_mapping(value.items(), path, redacted, depth)
+        if dataclasses.is_dataclass(value) and not isinstance(value, type):
+            items = ((f.name, getattr(value, f.name)) for f in dataclasses.fields(value))
+            return self._clean_mapping(items, path, redacted, depth)
+        if isinstance(value, (list, tuple, set, frozenset)):
+            return [self.clean(item, f"{path}.{i}", redacted, depth + 1) for i, item in enumerate(value)]
+        if isinstance(value, np.ndarray):
+            if value.dtype.kind in _NUMPY_KINDS and not np.issubdtype(value.dtype, np.floating):
+                return value
+            return self.clean(value.tolist(), path, redacted, depth)
+        if isinstance(value, np.generic):
+            return self.clean(value.item(), path, redacted, depth)
+        if isinstance(value, (bytes, bytearray, memoryview)):
+            return f"<{len(value)} bytes>"
+        if isinstance(value, (datetime.datetime, datetime.date, datetime.time)):
+            return value.isoformat()
+        if isinstance(value, uuid.UUID):
+            return str(value)
+        return f"<{type(value).__qualname__}>"
+
+    def _clean_mapping(
+        self, items: Iterable[tuple[Any, Any]], path: str, redacted: list[str], depth: int
+    ) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for key, item in items:
+            name = key if key.__class__ is str else self.clean(key, path, [], depth + 1)
+            if not isinstance(name, str):
+                name = orjson.dumps(name).decode() if name is not None else "null"
+            child = f"{path}.{name}"
+            if self.is_secret(name):
+                out[name] = REDACTED
+                redacted.append(child)
+            else:
+                out[name] = self.clean(item, child, redacted, depth + 1)
+        return out
+
+
+def _float(value: float) -> float | str:
+    if value - value == 0.0:
+        return value
+    if value != value:
+        return "NaN"
+    return "Infinity" if value > 0 else "-Infinity"
