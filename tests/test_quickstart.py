@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -10,7 +11,7 @@ from typing import Any
 
 import yaml
 
-from rlguard import ActionContext, PolicyGate
+from rlguard import ActionContext, PolicyGate, verify_file
 
 QUICKSTART = Path(__file__).resolve().parents[1] / "examples" / "quickstart"
 AGENT = QUICKSTART / "agent.py"
@@ -30,9 +31,18 @@ def run_agent(*argv: str, cwd: Path) -> list[str]:
     return proc.stdout.splitlines()
 
 
-def test_agent_prints_the_three_outcomes(tmp_path: Path) -> None:
+def test_agent_prints_the_three_outcomes_and_records_them(tmp_path: Path) -> None:
     assert run_agent(cwd=tmp_path) == [CALL_1, CALL_2, CALL_3]
-    assert list(tmp_path.iterdir()) == []  # nothing written where it ran
+    log = tmp_path / "evidence.jsonl"
+    records = [json.loads(line) for line in log.read_text().splitlines()]
+    assert [r["kind"] for r in records] == ["header", "decision", "decision", "decision"]
+    assert [r["action"] for r in records[1:]] == ["allow", "deny", "require_approval"]
+    assert [r["rule_id"] for r in records[1:]] == ["cap-spend", "cap-spend", "block-prod-writes"]
+    result = verify_file(log)
+    assert result.ok, result
+    verify = subprocess.run([sys.executable, "-m", "rlguard", "verify", str(log)], capture_output=True, text=True,
+                            check=False, timeout=120)
+    assert verify.returncode == 0, verify.stderr
 
 
 def test_agent_with_the_verbatim_article_policy(tmp_path: Path) -> None:

@@ -6,7 +6,9 @@ Run it from anywhere:
     python examples/quickstart/agent.py article_policy.yaml  # the article's policy, verbatim
 
 It makes the article's three calls and prints what happens to each: the first refund is
-allowed, the second is blocked by `cap-spend`, the production write needs an approval.
+allowed, the second is blocked by `cap-spend`, the production write needs an approval. Every
+decision goes to ./evidence.jsonl (in the current directory); `rlguard verify evidence.jsonl`
+checks that nobody edited, removed or reordered a line.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from rlguard import ActionContext, PolicyGate
+from rlguard import ActionContext, EvidenceRecorder, PolicyGate
 
 HERE = Path(__file__).resolve().parent
 
@@ -30,8 +32,7 @@ def policy_file() -> Path:
 
 gate = PolicyGate.from_yaml(policy_file())
 
-# [evidence] The article creates its evidence recorder here. rlguard's evidence log joins this
-# example with the evidence issue; until then nothing is recorded.
+audit = EvidenceRecorder(sink="./evidence.jsonl")  # hash-chained JSONL; check it with `rlguard verify`
 
 # Example tool registry. The tools are stand-ins: fs.write writes nothing, it only says what it
 # would have written (the call in this example is blocked before it runs anyway).
@@ -50,7 +51,7 @@ def safe_call(tool_name: str, args: dict[str, Any], *, trust_tier: int = 1, envi
         environment=environment,
     )
     verdict = gate.check(ctx)  # rlguard decides here, before any side effect
-    # [evidence] The article records (ctx, verdict) here.
+    audit.record(ctx, verdict)  # recorded before acting: a failed write raises, and nothing runs
     if verdict.action == "allow":
         return TOOLS[tool_name](**args)
     if verdict.action == "require_approval":
@@ -75,3 +76,4 @@ if __name__ == "__main__":
     attempt("2)", "stripe.refund", {"amount_cents": 250000, "customer_id": "cus_1"})
     # 3) Requires approval: prod write
     attempt("3)", "fs.write", {"path": "/etc/app.conf", "body": "..."}, environment="production")
+    audit.close()  # writes the head checkpoint that lets `rlguard verify` detect a cut tail

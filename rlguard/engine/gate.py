@@ -18,6 +18,7 @@ from rlguard.engine.verdict import STRICTNESS, Verdict
 if TYPE_CHECKING:
     from rlguard.engine.batch import ActionBatch, BatchVerdict
     from rlguard.engine.batch_state import BatchPolicyState
+    from rlguard.evidence.recorder import EvidenceRecorder
 
 
 class PolicyGate:
@@ -137,6 +138,18 @@ class PolicyGate:
         # The root layer keeps its own namespace (so a derived gate sees the parent's usage);
         # each child layer gets one of its own, even when it repeats a parent's rule ids.
         return [layer.namespace if i == 0 else ("layer", i, layer.namespace) for i, layer in enumerate(self._layers)]
+
+    def enforce(self, ctx: ActionContext, recorder: EvidenceRecorder, state: PolicyState | None = None) -> Verdict:
+        """Check, record, then return the verdict if allowed; raise if not. The action never runs unrecorded.
+
+        Raises:
+            ActionBlocked: the verdict is deny (a `PermissionError`).
+            ApprovalRequired: the verdict is require_approval (a `PermissionError`).
+            EvidenceError: the decision could not be recorded; do not act.
+        """
+        from rlguard.evidence.enforce import enforce
+
+        return enforce(self, ctx, recorder, state)
 
     def explain(self, ctx: ActionContext) -> Explanation:
         """A structured trace of how each layer decided (nothing is consumed)."""
