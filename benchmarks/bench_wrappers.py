@@ -1,0 +1,208 @@
+"""Governed vs raw steps per second for vector envs, measured side by side in one run.
+
+    python benchmarks/bench_wrappers.py                # 4096 sub-envs, the three cases of issue 5
+    python benchmarks/bench_wrappers.py --num-envs 1024 --rounds 5 --steps 50
+
+Each case steps the raw vector env and the same env under `GovernedVectorEnv` with the same
+pre-drawn actions, in alternating rounds, and prints the median steps per second of each and the
+median of the per-round ratios (governed / raw; 1.0 = free). It also prints how the governed
+step's time splits (a separate timing of the batch evaluation alone), so a slow case says where
+its time goes. Not a test: figures depend on the machine; read them as ratios.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from importlib.resources import files
+from pathlib import Path
+from typing import Any
+
+from gymnasium.envs.classic_control.cartpole import CartPoleVectorEnv
+
+from rlguard import PolicyGate
+from rlguard.reward_shaping import SeverityPenalty
+from rlguard.wrappers import ActionSchema, GovernedVectorEnv
+
+CART_TABLE = (
+    {"tool": "cart.push", "args": {"direction": "left"}},
+    {"tool": "cart.push", "args": {"direction": "right"}},
+)
+
+CART_3_RULES = """
+version: 1
+name: cartpole-edges
+default: allow
+rules:
+  - id: no-push-right-at-right-edge
+    when: {tool: cart.push, args.direction: right, args.x: {gt: 1.5}}
+    verdict: deny
+  - id: no-push-left-at-left-edge
+    when: {tool: cart.push, args.direction: left, args.x: {lt: -1.5}}
+    verdict: deny
+  - id: too-fast
+    when: {args.speed: {gt: 1.5}}
+    verdict: warn
+    severity: medium
+"""
+
+
+def cart_20_rules() -> str:
+    """The 3 rules above plus 17 more on position, speed, angle and angular speed."""
+    lines = [CART_3_RULES.rstrip()]
+    for k in range(17):
+        field = ("args.x", "args.speed", "args.theta", "args.omega")[k % 4]
+        bound = (1.2, 1.0, 0.15, 1.0)[k % 4] + 0.05 * (k // 4)
+        direction = ("left", "right")[k % 2]
+        verdict = ("deny", "warn", "require_approval")[k % 3]
+        lines.append(
+            f"  - id: zone-{k}\n"
+            f"    when: {{tool: cart.push, args.direction: {direction}, {field}: {{gt: {bound}}}}}\n"
+            f"    verdict: {verdict}"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def cart_fields(obs: Any, actions: Any) -> dict[str, Any]:
+    """CartPole's state as tool-call arguments."""
+    return {"args.x": obs[:, 0], "args.speed": obs[:, 1], "args.theta": obs[:, 2], "args.omega": obs[:, 3]}
+
+
+@dataclass
+class Case:
+    name: str
+    make_raw: Callable[[], Any]
+    make_governed: Callable[[], GovernedVectorEnv[Any, Any]]
+    target: float | None  # None: shown for attribution only
+
+
+def cartpole_case(n: int, rules: int, evidence_dir: Path | None) -> Case:
+    policy = CART_3_RULES if rules == 3 else cart_20_rules()
+    schema = ActionSchema(CART_TABLE, fields=cart_fields, noop=0)
+
+    def governed() -> GovernedVectorEnv[Any, Any]:
+        recorder = None
+        if evidence_dir is not None:
+            from rlguard.evidence import EvidenceRecorder
+
+            recorder = EvidenceRecorder(sink=evidence_dir / f"evidence-{time.monotonic_ns()}.jsonl")
+        return GovernedVectorEnv(
+            CartPoleVectorEnv(num_envs=n), PolicyGate.from_string(policy), schema,
+            shaper=SeverityPenalty(0.01), recorder=recorder, detail="violations",
+        )
+
+    label = f"CartPoleVectorEnv({n}), {rules} rules, block + penalty" + (", evidence" if evidence_dir else "")
+    target = (0.85 if rules == 3 else 0.6) if (rules == 3) == (evidence_dir is None) else None
+    return Case(label, lambda: CartPoleVectorEnv(num_envs=n), governed, target)
+
+
+def tooluse_case(n: int) -> Case | None:
+    try:
+        from rlguard.envs import tooluse
+    except ImportError:
+        return None
+    gate_path = str(files("rlguard.envs") / "policies" / "tooluse.yaml")
+    schema = ActionSchema(tooluse.TOOL_TABLE, fields=tooluse.action_fields, fallback=tooluse.safe_fallback)
+
+    def governed() -> GovernedVectorEnv[Any, Any]:
+        return GovernedVectorEnv(
+            tooluse.ToolUseVectorEnv(num_envs=n), PolicyGate.from_yaml(gate_path), schema,
+            shaper=SeverityPenalty(0.1),
+        )
+
+    return Case(f"ToolUseVectorEnv({n}), shipped policy, block + penalty", lambda: tooluse.ToolUseVectorEnv(n),
+                governed, 0.85)
+
+
+def run(case: Case, rounds: int, steps: int, seed: int) -> dict[str, float]:
+    raw, governed = case.make_raw(), case.make_governed()
+    raw.reset(seed=seed)
+    governed.reset(seed=seed)
+    raw.action_space.seed(seed)
+    actions = [raw.action_space.sample() for _ in range(steps)]
+    for a in actions[:10]:  # warm up (plans, vocabularies, caches)
+        raw.step(a)
+        governed.step(a)
+    raw_rates, gov_rates, ratios = [], [], []
+    blocked = evaluated = 0
+    for _ in range(rounds):
+        t0 = time.perf_counter()
+        for a in actions:
+            raw.step(a)
+        t1 = time.perf_counter()
+        for a in actions:
+            info = governed.step(a)[4]
+            blocked += int(info["rlguard"]["blocked"].sum())
+            evaluated += int(info["_rlguard"].sum())
+        t2 = time.perf_counter()
+        raw_rates.append(steps / (t1 - t0))
+        gov_rates.append(steps / (t2 - t1))
+        ratios.append((t1 - t0) / (t2 - t1))
+    # Where the governed step's time goes: building the ActionBatch, and building it + checking it
+    # (a fresh batch each time, as in a step: columns cache what they computed).
+    gov = governed._governor  # benchmark-only peek at the shared step logic
+    obs, a = governed._last_obs, actions[0]
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        gov.binding.batch(obs, a, raw.num_envs)
+    t1 = time.perf_counter()
+    for _ in range(steps):
+        gov.gate.check_batch(gov.binding.batch(obs, a, raw.num_envs), gov.state)
+    t2 = time.perf_counter()
+    recorder = gov.recorder
+    if recorder is not None:
+        recorder.close()
+    raw.close()
+    governed.close()
+    raw_us = 1e6 / statistics.median(raw_rates)
+    gov_us = 1e6 / statistics.median(gov_rates)
+    return {
+        "raw": statistics.median(raw_rates),
+        "governed": statistics.median(gov_rates),
+        "ratio": statistics.median(ratios),
+        "raw_us": raw_us,
+        "gov_us": gov_us,
+        "check_us": ((t2 - t1) - (t1 - t0)) / steps * 1e6,
+        "batch_us": (t1 - t0) / steps * 1e6,
+        "blocked": blocked / max(evaluated, 1),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--num-envs", type=int, default=4096)
+    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--steps", type=int, default=100)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    n = args.num_envs
+    with tempfile.TemporaryDirectory() as tmp:
+        cases = [cartpole_case(n, 3, None), cartpole_case(n, 20, Path(tmp)), cartpole_case(n, 20, None)]
+        tool = tooluse_case(n)
+        if tool is not None:
+            cases.append(tool)
+        print(f"{'case':<62} {'raw steps/s':>11} {'governed':>9} {'ratio':>6} {'target':>6}   "
+              f"{'raw µs':>7} {'gov µs':>7} {'check':>6} {'batch':>6} {'blocked':>7}")
+        for case in cases:
+            r = run(case, args.rounds, args.steps, args.seed)
+            if case.target is None:
+                target = "     -"
+            else:
+                target = f"{case.target:>5.2f}{' ' if r['ratio'] >= case.target else '!'}"
+            print(f"{case.name:<62} {r['raw']:>11.0f} {r['governed']:>9.0f} {r['ratio']:>6.2f} "
+                  f"{target}   {r['raw_us']:>7.0f} {r['gov_us']:>7.0f} "
+                  f"{r['check_us']:>6.0f} {r['batch_us']:>6.0f} {r['blocked']:>7.2%}")
+        if tool is None:
+            print("ToolUse: rlguard.envs.tooluse is not available; case skipped")
+    print("\nraw µs / gov µs: one vector step; check: gate.check_batch alone; batch: building the ActionBatch "
+          "alone;\nblocked: share of evaluated rows whose action was replaced. Ratio = governed / raw steps per "
+          "second (median of rounds);\n'!' marks a ratio below its target; the case without a target "
+          "is there to attribute the evidence's cost.")
+
+
+if __name__ == "__main__":
+    main()

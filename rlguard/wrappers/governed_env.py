@@ -1,0 +1,211 @@
+"""`GovernedEnv`: a Gymnasium wrapper that checks every action against a policy before the env runs it."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Literal, SupportsFloat
+
+import gymnasium as gym
+import numpy as np
+import numpy.typing as npt
+from gymnasium import spaces
+from gymnasium.core import ActType, ObsType
+from gymnasium.error import ResetNeeded
+from gymnasium.utils import RecordConstructorArgs
+
+from rlguard.wrappers.batching import batch_one
+from rlguard.wrappers.governor import Approver, CostMode, Governor, OnViolation, Shaper
+from rlguard.wrappers.schema import ActionSchema
+
+if TYPE_CHECKING:
+    from rlguard.engine.batch_state import BatchPolicyState
+    from rlguard.engine.gate import PolicyGate
+
+INFO_KEY = "rlguard"
+
+
+def _first_row(space: spaces.Space[Any], value: Any) -> Any:
+    """Row 0 of a batch of one, as the single env's action."""
+    if isinstance(space, spaces.Dict):
+        return {key: _first_row(sub, value[key]) for key, sub in space.spaces.items()}
+    if isinstance(space, spaces.Tuple):
+        return tuple(_first_row(sub, v) for sub, v in zip(space.spaces, value, strict=True))
+    if isinstance(value, np.ndarray):
+        return value[0]
+    return value  # a noop index: the same for every row
+
+
+def _add_info(owner: str, info: dict[str, Any], key: str, value: Any) -> None:
+    if key in info:
+        raise ValueError(
+            f"{owner}: the env's info already has the key `{key}`; rlguard never overwrites an info key\n"
+            f"help: pass cost_key=\"rlguard_cost\" (or None) if the env reports its own `{key}`"
+        )
+    info[key] = value
+
+
+class GovernedEnv(
+    gym.Wrapper[ObsType, ActType, ObsType, ActType],
+    RecordConstructorArgs,
+):
+    """Checks each action against an rlguard policy before the env runs it: block, terminate or pass, and shape.
+
+    Every step, the proposed action is read as a tool call through the `ActionSchema` and
+    checked by ``gate`` (as a batch of one row, exactly as `GovernedVectorEnv`, its vector
+    twin, checks each of its rows). An action the policy does not allow is replaced by the
+    schema's fallback (``on_violation="block"``), replaced and the episode ended
+    (``"terminate"``), or run anyway (``"pass"``: only shaping, cost and evidence see it).
+    Allowed actions reach the env untouched. ``require_approval`` counts as deny unless
+    ``approval`` is ``"allow"`` or a function ``approver(obs, actions) -> bool array``
+    (called with a batch of one row).
+
+    ``info["rlguard"]`` describes the step: ``action`` (int8 verdict on the proposed action:
+    0 allow, 1 deny, 2 require_approval), ``rule`` (int16 index of the deciding rule in
+    ``env.rule_ids``, -1 for the default), ``blocked`` (bool: the fallback ran instead),
+    ``proposed`` and ``executed`` (the learner's action and the one the env ran) and
+    ``penalty`` (float32, the policy's penalty for the proposed action). ``info["cost"]``
+    is the safety cost (Safety-Gymnasium / OmniSafe convention): 1.0 when the policy refused
+    the proposed action (``cost="violation"``) or its penalty (``cost="penalty"``).
+    Budgets and rates are kept per episode in `policy_state` and cleared by `reset`.
+
+    Example:
+        >>> import gymnasium as gym
+        >>> from rlguard import PolicyGate
+        >>> from rlguard.wrappers import ActionSchema, GovernedEnv
+        >>> gate = PolicyGate.from_string('''
+        ... version: 1
+        ... default: allow
+        ... rules:
+        ...   - id: no-push-right
+        ...     when: {tool: cart.push, args.direction: right}
+        ...     verdict: deny
+        ... ''')
+        >>> schema = ActionSchema(
+        ...     [{"tool": "cart.push", "args": {"direction": "left"}},
+        ...      {"tool": "cart.push", "args": {"direction": "right"}}],
+        ...     noop=0,
+        ... )
+        >>> env = GovernedEnv(gym.make("CartPole-v1"), gate, schema)
+        >>> obs, info = env.reset(seed=42)
+        >>> obs, reward, terminated, truncated, info = env.step(1)
+        >>> bool(info["rlguard"]["blocked"]), int(info["rlguard"]["executed"]), info["cost"]
+        (True, 0, 1.0)
+
+    Args:
+        env: the environment to govern.
+        gate: the policy gate (it pickles as its policy source, for async vector envs).
+        schema: how the env's actions read as tool calls, and the fallback.
+        on_violation: ``"block"`` (default), ``"terminate"`` or ``"pass"``.
+        approval: ``"deny"`` (default), ``"allow"`` or ``approver(obs, actions) -> bool array``.
+        shaper: a reward shaper, ``shaper(reward, verdicts, done) -> reward``
+            (`rlguard.reward_shaping`); None leaves the reward untouched.
+        recorder: an `rlguard.evidence.EvidenceRecorder` (its ``record_batch`` is called each step).
+        detail: the recorder's detail level.
+        cost: what ``info["cost"]`` holds: ``"violation"`` or ``"penalty"``.
+        cost_key: the info key of the cost (None: no cost key).
+
+    Change logs:
+        * v0.1.0 - Initially added.
+    """
+
+    def __init__(
+        self,
+        env: gym.Env[ObsType, ActType],
+        gate: PolicyGate,
+        schema: ActionSchema,
+        *,
+        on_violation: OnViolation = "block",
+        approval: Literal["deny", "allow"] | Approver = "deny",
+        shaper: Shaper | None = None,
+        recorder: Any = None,
+        detail: str = "violations",
+        cost: CostMode = "violation",
+        cost_key: str | None = "cost",
+    ) -> None:
+        if not isinstance(env, gym.Env):
+            raise ValueError(
+                f"GovernedEnv: `env` must be a gymnasium.Env, got {type(env).__name__} `{env!r}`\n"
+                "help: for a vector env use GovernedVectorEnv"
+            )
+        self._governor = Governor(
+            "GovernedEnv", gate, schema, env.action_space, env.observation_space, 1,
+            on_violation=on_violation, approval=approval, shaper=shaper, recorder=recorder,
+            detail=detail, cost=cost, cost_key=cost_key,
+        )
+        RecordConstructorArgs.__init__(
+            self, _disable_deepcopy=True, gate=gate, schema=schema, on_violation=on_violation, approval=approval,
+            shaper=shaper, recorder=recorder, detail=detail, cost=cost, cost_key=cost_key,
+        )
+        gym.Wrapper.__init__(self, env)
+        self._last_obs: Any = None
+        self._has_obs = False
+
+    @property
+    def gate(self) -> PolicyGate:
+        """The policy gate."""
+        return self._governor.gate
+
+    @property
+    def schema(self) -> ActionSchema:
+        """The action schema."""
+        return self._governor.schema
+
+    @property
+    def policy_state(self) -> BatchPolicyState:
+        """Budget and rate usage (one row)."""
+        return self._governor.state
+
+    @property
+    def rule_ids(self) -> tuple[str, ...]:
+        """Rule ids, index-aligned with ``info["rlguard"]["rule"]``."""
+        return self._governor.rule_ids
+
+    def reset(
+        self, *, seed: int | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[ObsType, dict[str, Any]]:
+        """Reset the env and start a new episode of budgets, rates and shaper sums."""
+        obs, info = self.env.reset(seed=seed, options=options)
+        self._governor.reset()
+        self._last_obs, self._has_obs = obs, True
+        return obs, info
+
+    def step(self, action: ActType) -> tuple[ObsType, SupportsFloat, bool, bool, dict[str, Any]]:
+        """Check `action`, run it or its fallback, and shape the reward."""
+        if not self._has_obs:
+            raise ResetNeeded("GovernedEnv: call reset() before step()")
+        gov = self._governor
+        obs_b = batch_one(self.env.observation_space, self._last_obs)
+        act_b = batch_one(self.env.action_space, action)
+        decision = gov.evaluate(obs_b, act_b)
+        executed = _first_row(self.env.action_space, decision.executed) if decision.any_blocked else action
+        obs, reward, terminated, truncated, info = self.env.step(executed)
+        shaped, _ = gov.conclude(
+            decision,
+            np.array([reward], dtype=np.float64) if gov.shaper is not None else reward,
+            np.array([terminated], dtype=np.bool_),
+            np.array([truncated], dtype=np.bool_),
+        )
+        if gov.shaper is not None:
+            reward = float(shaped[0])
+        if decision.any_blocked and gov.on_violation == "terminate":
+            terminated = True
+        rlguard, cost = gov.info(decision, None)
+        rlguard["action"] = rlguard["action"][0]
+        rlguard["rule"] = rlguard["rule"][0]
+        rlguard["blocked"] = bool(rlguard["blocked"][0])
+        rlguard["proposed"] = action
+        rlguard["executed"] = executed
+        rlguard["penalty"] = rlguard["penalty"][0]
+        info = dict(info)
+        _add_info("GovernedEnv", info, INFO_KEY, rlguard)
+        if gov.cost_key is not None:
+            _add_info("GovernedEnv", info, gov.cost_key, float(cost[0]))
+        self._last_obs = obs
+        return obs, reward, terminated, truncated, info
+
+    def action_masks(self) -> npt.NDArray[np.bool_]:
+        """(n,) bool: the Discrete actions the policy would allow now (sb3-contrib's MaskablePPO convention)."""
+        if not self._has_obs:
+            raise ResetNeeded("GovernedEnv: call reset() before action_masks()")
+        obs_b = batch_one(self.env.observation_space, self._last_obs)
+        masks: npt.NDArray[np.bool_] = self._governor.masks(obs_b)[0]
+        return masks

@@ -1,0 +1,402 @@
+"""The step logic `GovernedEnv` and `GovernedVectorEnv` share: evaluate a batch, substitute, shape, record.
+
+A single env is governed as a batch of one row and a vector env as a batch of ``num_envs`` rows,
+through this one class, so both build the same contexts and make the same decisions.
+"""
+
+from __future__ import annotations
+
+import copy
+import inspect
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple
+
+import numpy as np
+import numpy.typing as npt
+from gymnasium import spaces
+
+from rlguard.reward_shaping.base import StepVerdicts
+from rlguard.wrappers.batching import put_rows, repeat_rows, take_rows
+from rlguard.wrappers.schema import ActionSchema, SchemaBinding
+
+if TYPE_CHECKING:
+    from rlguard.engine.batch import ActionBatch, BatchVerdict
+    from rlguard.engine.batch_state import BatchPolicyState
+    from rlguard.engine.gate import PolicyGate
+
+OnViolation = Literal["block", "terminate", "pass"]
+CostMode = Literal["violation", "penalty"]
+#: ``approver(obs, actions) -> bool array``: called with the rows whose action needs approval.
+Approver = Callable[[Any, Any], Any]
+Shaper = Callable[..., Any]
+
+_REQUIRE_APPROVAL = 2
+ON_VIOLATION: tuple[str, ...] = ("block", "terminate", "pass")
+
+
+def _fail(message: str, hint: str) -> ValueError:
+    return ValueError(f"{message}\nhelp: {hint}")
+
+
+class Decision(NamedTuple):
+    """What the governor decided for one step's batch of proposed actions."""
+
+    batch: ActionBatch
+    verdict: BatchVerdict
+    rule: npt.NDArray[np.int16]  # the deciding rule's index in `Governor.rule_ids`, -1 for the default
+    refused: npt.NDArray[np.bool_]  # not allowed (after approval); False on skipped rows
+    blocked: npt.NDArray[np.bool_]  # the fallback replaced the proposed action
+    executed: Any  # the actions to step the env with (the proposed ones where not blocked)
+    penalty: npt.NDArray[np.float32]  # 0 on skipped rows and for approved actions' deciding rule
+    any_blocked: bool
+
+
+class Governor:
+    """Governs batches of ``num_rows`` actions of one env (a single env is a batch of one).
+
+    Args: see `GovernedEnv`.
+    """
+
+    def __init__(
+        self,
+        owner: str,
+        gate: PolicyGate,
+        schema: ActionSchema,
+        action_space: spaces.Space[Any],
+        observation_space: spaces.Space[Any],
+        num_rows: int,
+        *,
+        on_violation: OnViolation,
+        approval: Literal["deny", "allow"] | Approver,
+        shaper: Shaper | None,
+        recorder: Any,
+        detail: str,
+        cost: CostMode,
+        cost_key: str | None,
+    ) -> None:
+        from rlguard.engine.batch_state import BatchPolicyState
+        from rlguard.engine.gate import PolicyGate
+
+        if not isinstance(gate, PolicyGate):
+            raise _fail(
+                f"{owner}: `gate` must be a PolicyGate, got {type(gate).__name__} `{gate!r}`",
+                "build one with PolicyGate.from_yaml(path) or PolicyGate.from_string(text)",
+            )
+        if not isinstance(schema, ActionSchema):
+            raise _fail(
+                f"{owner}: `schema` must be an ActionSchema, got {type(schema).__name__} `{schema!r}`",
+                'describe the actions with ActionSchema([{"tool": ...}, ...]) or ActionSchema(call=..., fields=...)',
+            )
+        if on_violation not in ON_VIOLATION:
+            raise _fail(
+                f"{owner}: `on_violation` must be \"block\", \"terminate\" or \"pass\", got `{on_violation!r}`",
+                "\"block\" runs the fallback, \"terminate\" also ends the episode, \"pass\" only shapes and records",
+            )
+        if on_violation != "pass" and not schema.has_fallback:
+            raise _fail(
+                f"{owner}: on_violation=`{on_violation}` needs a fallback, and the schema has none",
+                "give the schema `noop=<safe action index>` or `fallback=fn(obs, actions) -> actions`, "
+                'or use on_violation="pass"',
+            )
+        if not (approval in ("deny", "allow") or callable(approval)):
+            raise _fail(
+                f"{owner}: `approval` must be \"deny\", \"allow\" or a function, got `{approval!r}`",
+                "pass approval=fn(obs, actions) -> bool array to decide require_approval verdicts",
+            )
+        if shaper is not None and not callable(shaper):
+            raise _fail(
+                f"{owner}: `shaper` must be a reward shaper, got `{shaper!r}`",
+                "pass e.g. rlguard.reward_shaping.SeverityPenalty(scale=0.01)",
+            )
+        if recorder is not None and not callable(getattr(recorder, "record_batch", None)):
+            raise _fail(
+                f"{owner}: `recorder` has no record_batch method: `{recorder!r}`",
+                "pass an rlguard.evidence.EvidenceRecorder",
+            )
+        if not isinstance(detail, str):
+            raise _fail(f"{owner}: `detail` must be a str, got `{detail!r}`", 'pass e.g. detail="violations"')
+        if cost not in ("violation", "penalty"):
+            raise _fail(
+                f"{owner}: `cost` must be \"violation\" or \"penalty\", got `{cost!r}`",
+                "\"violation\" gives info cost 1.0 per refused action, \"penalty\" the policy's penalty",
+            )
+        if cost_key is not None and (not isinstance(cost_key, str) or not cost_key or cost_key.startswith("_")):
+            raise _fail(
+                f"{owner}: `cost_key` must be a non-empty info key not starting with `_`, got `{cost_key!r}`",
+                'pass e.g. cost_key="rlguard_cost", or None for no cost key',
+            )
+        self.owner = owner
+        self.gate = gate
+        self.schema = schema
+        self.action_space = action_space
+        self.observation_space = observation_space
+        self.num_rows = num_rows
+        self.on_violation: OnViolation = on_violation
+        self.approval = approval
+        self.shaper = shaper
+        self.recorder = recorder
+        self.detail = detail
+        self.cost: CostMode = cost
+        self.cost_key = cost_key
+        self.binding: SchemaBinding = schema.bind(gate, action_space, observation_space, owner)
+        self.state: BatchPolicyState = BatchPolicyState(num_rows)
+        self.steps = 0
+        self._record_mask = False
+        if recorder is not None:
+            try:
+                self._record_mask = "mask" in inspect.signature(recorder.record_batch).parameters
+            except (TypeError, ValueError):  # pragma: no cover - a builtin without a signature
+                self._record_mask = False
+            record_policy = getattr(recorder, "record_policy", None)
+            if callable(record_policy):
+                record_policy(gate)
+        self._prepare_policy()
+        if schema.fallback is not None and on_violation != "pass":
+            self._probe_fallback()
+
+    # -- policy-derived tables ----------------------------------------------------------------
+    def _prepare_policy(self) -> None:
+        layers = self.gate.layers
+        # Rule ids of every layer in order (a derived gate's child layers follow the root's);
+        # info["rlguard"]["rule"] indexes this tuple.
+        self.rule_ids: tuple[str, ...] = tuple(r.id for layer in layers for r in layer.policy.rules)
+        self._layer_offsets: npt.NDArray[np.int16] | None = None
+        if len(layers) > 1:
+            offsets = np.cumsum([0] + [len(layer.policy.rules) for layer in layers[:-1]])
+            self._layer_offsets = offsets.astype(np.int16)
+        self.stateful = any(r.stateful for layer in layers for r in layer.policy.rules)
+        # An approved require_approval keeps only the penalties of the warn rules that fired
+        # (the columns of BatchVerdict.warnings), summed as for an allowed action.
+        self._warn_penalty: tuple[float, ...] = tuple(
+            r.penalty for layer in layers for r in layer.policy.rules if r.verdict == "warn"
+        )
+
+    def _check_binding(self) -> None:
+        if self.binding.stale(self.gate):  # the gate was reloaded with a new policy
+            self.binding = self.schema.bind(self.gate, self.action_space, self.observation_space, self.owner)
+            self._prepare_policy()
+
+    def _probe_fallback(self) -> None:
+        from rlguard.wrappers.batching import sample_batch
+
+        obs = sample_batch(self.observation_space, 2)
+        actions = sample_batch(self.action_space, 2)
+        self._run_fallback(obs, actions, np.arange(2))
+
+    # -- one step -------------------------------------------------------------------------------
+    def evaluate(self, obs: Any, actions: Any, skip: npt.NDArray[np.bool_] | None = None) -> Decision:
+        """Check the proposed `actions` (one row each) and pick what to execute.
+
+        Rows in `skip` are not evaluated (a NEXT_STEP reset step): nothing is consumed, they
+        are never refused and their actions pass through.
+        """
+        self._check_binding()
+        n = self.num_rows
+        # A row that must not be evaluated is only kept from consuming: with a stateless policy
+        # evaluating it has no effect at all (its outputs are dropped below).
+        batch = self.binding.batch(obs, actions, n, skip if self.stateful else None)
+        verdict = self.gate.check_batch(batch, self.state)
+        rule = verdict.rule_index
+        if self._layer_offsets is not None:
+            rule = np.where(rule < 0, np.int16(-1), self._layer_offsets[verdict.layer] + rule).astype(np.int16)
+        allowed = verdict.allowed
+        penalty = verdict.penalty
+        if self.approval != "deny":
+            needs = verdict.action == _REQUIRE_APPROVAL
+            if skip is not None:
+                needs &= ~skip
+            if needs.any():
+                rows = np.flatnonzero(needs)
+                if self.approval != "allow":
+                    rows = rows[self._approve(obs, actions, rows)]
+                if rows.size:
+                    allowed = allowed.copy()
+                    allowed[rows] = True
+                    penalty = penalty.copy()
+                    penalty[rows] = self._warn_totals(verdict, rows)
+        refused = ~allowed
+        if skip is not None:
+            refused &= ~skip
+            penalty = np.where(skip, np.float32(0.0), penalty)
+        any_refused = bool(refused.any())
+        if self.on_violation == "pass" or not any_refused:
+            blocked = np.zeros(n, dtype=np.bool_)
+            return Decision(batch, verdict, rule, refused, blocked, actions, penalty, False)
+        rows = np.flatnonzero(refused)
+        executed = put_rows(actions, rows, self._run_fallback(obs, actions, rows))
+        return Decision(batch, verdict, rule, refused, refused, executed, penalty, True)
+
+    def _warn_totals(self, verdict: BatchVerdict, rows: npt.NDArray[np.intp]) -> npt.NDArray[np.float32]:
+        fired = np.asarray(verdict.warnings)[rows]
+        total = np.zeros(rows.size, dtype=np.float64)
+        for j, amount in enumerate(self._warn_penalty):
+            total = total + np.where(fired[:, j], amount, 0.0)
+        return total.astype(np.float32)
+
+    def _approve(self, obs: Any, actions: Any, rows: npt.NDArray[np.intp]) -> npt.NDArray[np.bool_]:
+        assert callable(self.approval)
+        granted = np.asarray(self.approval(take_rows(obs, rows), take_rows(actions, rows)))
+        if granted.shape != rows.shape or granted.dtype != np.bool_:
+            raise _fail(
+                f"{self.owner}: the approver returned `{granted!r}` for {rows.size} rows",
+                "return a bool array with one entry per row it was given",
+            )
+        return granted
+
+    def _run_fallback(self, obs: Any, actions: Any, rows: npt.NDArray[np.intp]) -> Any:
+        schema = self.schema
+        if schema.noop is not None:
+            return schema.noop
+        assert schema.fallback is not None
+        safe = schema.fallback(take_rows(obs, rows), take_rows(actions, rows))
+        if isinstance(self.action_space, (spaces.Dict, spaces.Tuple)):
+            return safe
+        arr = np.asarray(safe)
+        expected = (rows.size, *(self.action_space.shape or ()))
+        if arr.shape != expected:
+            raise _fail(
+                f"{self.owner}: the schema's fallback returned an array of shape {arr.shape} for {rows.size} rows",
+                f"return one action per row it was given (shape {expected})",
+            )
+        if isinstance(self.action_space, spaces.Discrete):
+            start, stop = int(self.action_space.start), int(self.action_space.start + self.action_space.n)
+            if arr.dtype.kind not in "iu" or bool(((arr < start) | (arr >= stop)).any()):
+                raise _fail(
+                    f"{self.owner}: the schema's fallback returned actions outside the action space: `{arr!r}`",
+                    f"return action indices in {start}..{stop - 1}",
+                )
+        return arr
+
+    def conclude(
+        self,
+        decision: Decision,
+        reward: Any,
+        terminated: npt.NDArray[np.bool_],
+        truncated: npt.NDArray[np.bool_],
+        skip: npt.NDArray[np.bool_] | None = None,
+    ) -> tuple[Any, npt.NDArray[np.bool_]]:
+        """After the env stepped: shape the reward, record, end episodes. Returns (reward, terminated)."""
+        if self.on_violation == "terminate" and decision.any_blocked:
+            terminated = terminated | decision.blocked
+        done = terminated | truncated
+        if self.shaper is not None:
+            verdicts = StepVerdicts(~decision.refused, decision.penalty)
+            shaped = self.shaper(reward, verdicts, done)
+            reward = shaped if skip is None else np.where(skip, reward, shaped)
+        if self.recorder is not None:
+            self._record(decision, skip)
+        if self.stateful and done.any():
+            self.state.reset(done)
+        self.steps += 1
+        return reward, terminated
+
+    def _record(self, decision: Decision, skip: npt.NDArray[np.bool_] | None) -> None:
+        verdict: Any = decision.verdict
+        kwargs: dict[str, Any] = {"step": self.steps, "detail": self.detail}
+        if skip is not None and skip.any():
+            if self._record_mask:
+                kwargs["mask"] = ~skip
+            else:
+                # The recorder cannot leave rows out: show the rows that were not evaluated as
+                # allowed by the default, so they never appear as violations.
+                verdict = _UnevaluatedAsAllowed(verdict, skip)
+        self.recorder.record_batch(decision.batch, verdict, **kwargs)
+
+    def info(self, decision: Decision, skip: npt.NDArray[np.bool_] | None) -> tuple[dict[str, Any], Any]:
+        """The ``rlguard`` info of the step (vector arrays) and the per-row cost."""
+        verdict = decision.verdict
+        action = verdict.action
+        rule = decision.rule
+        if skip is not None and skip.any():
+            action = np.where(skip, np.int8(0), action)
+            rule = np.where(skip, np.int16(0), rule)
+        rlguard = {
+            "action": action,
+            "rule": rule,
+            "blocked": decision.blocked,
+            "proposed": None,  # filled in by the wrapper (it holds the learner's own object)
+            "executed": decision.executed,
+            "penalty": decision.penalty,
+        }
+        refused_or_penalty = decision.refused if self.cost == "violation" else decision.penalty
+        cost = refused_or_penalty.astype(np.float64)
+        return rlguard, cost
+
+    def reset(self, mask: npt.NDArray[np.bool_] | None = None) -> None:
+        """New episodes in the rows of `mask` (all when None): clear per-episode usage and shaper sums."""
+        self.state.reset(mask)
+        if self.shaper is not None:
+            reset = getattr(self.shaper, "reset", None)
+            if reset is not None:
+                reset(mask)
+
+    # -- masks -----------------------------------------------------------------------------------
+    def masks(self, obs: Any) -> npt.NDArray[np.bool_]:
+        """(num_rows, n) bool: which actions the policy would allow now in each row, state included.
+
+        Nothing is consumed: stateful rules are evaluated against a copy of the usage.
+        """
+        self._check_binding()
+        space = self.action_space
+        if not isinstance(space, spaces.Discrete):
+            raise _fail(
+                f"{self.owner}: action masks need a Discrete action space, got `{space}`",
+                "mask only Discrete actions (sb3-contrib's MaskablePPO convention)",
+            )
+        n = int(space.n)
+        rows = self.num_rows
+        candidates = np.arange(int(space.start), int(space.start) + n, dtype=space.dtype)
+        state = self._peek_state(n) if self.stateful else None
+        if self.stateful and state is None:
+            # One batch per action, each against its own copy of the usage.
+            out = np.zeros((n, rows), dtype=np.bool_)
+            for k, a in enumerate(candidates):
+                acts = np.full(rows, a, dtype=candidates.dtype)
+                verdict = self.gate.check_batch(self.binding.batch(obs, acts, rows), copy.deepcopy(self.state))
+                out[k] = self._allowed_after_approval(verdict, obs, acts)
+            masks: npt.NDArray[np.bool_] = np.ascontiguousarray(out.T)
+            return masks
+        obs_rep = repeat_rows(obs, n)
+        acts = np.tile(candidates, rows)
+        verdict = self.gate.check_batch(self.binding.batch(obs_rep, acts, rows * n), state)
+        return self._allowed_after_approval(verdict, obs_rep, acts).reshape(rows, n)
+
+    def _allowed_after_approval(self, verdict: BatchVerdict, obs: Any, acts: Any) -> npt.NDArray[np.bool_]:
+        allowed: npt.NDArray[np.bool_] = verdict.allowed.copy()
+        if self.approval != "deny":
+            needs = verdict.action == _REQUIRE_APPROVAL
+            if needs.any():
+                idx = np.flatnonzero(needs)
+                if self.approval != "allow":
+                    idx = idx[self._approve(obs, acts, idx)]
+                allowed[idx] = True
+        return allowed
+
+    def _peek_state(self, repeats: int) -> BatchPolicyState | None:
+        """A throwaway state whose row i*repeats+k holds row i's usage, if the state can be repeated."""
+        repeat = getattr(self.state, "repeat", None)
+        if repeat is None:
+            return None
+        return repeat(repeats)  # type: ignore[no-any-return]
+
+class _UnevaluatedAsAllowed:
+    """A `BatchVerdict` view whose skipped rows read as allowed by the default (for recorders)."""
+
+    def __init__(self, verdict: BatchVerdict, skip: npt.NDArray[np.bool_]) -> None:
+        keep = ~skip
+        self.action = np.where(skip, np.int8(0), verdict.action)
+        self.allowed = verdict.allowed | skip
+        self.rule_index = np.where(skip, np.int16(-1), verdict.rule_index)
+        self.penalty = np.where(skip, np.float32(0.0), verdict.penalty)
+        self.severity = np.where(skip, np.int8(0), verdict.severity)
+        self.indeterminate = verdict.indeterminate & keep
+        warnings = np.asarray(verdict.warnings)
+        self.warnings = warnings & keep[:, None] if warnings.ndim == 2 else warnings
+        self.rule_ids = verdict.rule_ids
+        self.policy_digest = verdict.policy_digest
+        for name in ("layer", "layer_offsets", "warn_rule_ids"):
+            if hasattr(verdict, name):
+                setattr(self, name, getattr(verdict, name))
+
+    def __len__(self) -> int:
+        return int(self.action.shape[0])

@@ -1,0 +1,422 @@
+"""`ActionSchema`: how an environment's actions read as tool calls the policy can judge."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from gymnasium import spaces
+
+from rlguard.engine.context import MISSING, walk_path
+from rlguard.engine.model import FIELD_ROOTS
+from rlguard.wrappers.batching import sample_batch
+
+if TYPE_CHECKING:
+    from rlguard.engine.batch import ActionBatch, ToolVocabulary
+    from rlguard.engine.gate import PolicyGate
+
+#: ``fields(obs, actions) -> {field name: column}``: the state-dependent fields of a batch of actions.
+FieldsFn = Callable[[Any, Any], Mapping[str, Any]]
+#: ``fallback(obs, actions) -> actions``: safe actions for the rows whose proposed action was blocked.
+FallbackFn = Callable[[Any, Any], Any]
+
+ENTRY_KEYS: tuple[str, ...] = ("tool", "args", "tool_meta", "environment", "agent", "session", "context")
+_MAPPING_KEYS = ("args", "tool_meta", "context")
+_PLAIN_SCALARS = (str, int, float, bool)
+
+
+def _fail(message: str, hint: str) -> ValueError:
+    return ValueError(f"{message}\nhelp: {hint}")
+
+
+def _check_entry(entry: Any, where: str) -> dict[str, Any]:
+    if not isinstance(entry, Mapping):
+        raise _fail(
+            f"ActionSchema: {where} must be a mapping, got {type(entry).__name__} `{entry!r}`",
+            'write a tool call such as {"tool": "stripe.refund", "args": {"amount_cents": 5000}}',
+        )
+    for key in entry:
+        if key not in ENTRY_KEYS:
+            raise _fail(
+                f"ActionSchema: {where} has an unknown key `{key}`",
+                f"a tool call has the keys {', '.join(ENTRY_KEYS)}",
+            )
+    tool = entry.get("tool")
+    if not isinstance(tool, str) or not tool:
+        raise _fail(
+            f"ActionSchema: {where} needs a non-empty `tool` name, got `{tool!r}`",
+            'name the tool the action calls, e.g. "tool": "cart.push"',
+        )
+    for key in _MAPPING_KEYS:
+        value = entry.get(key)
+        if value is not None and not isinstance(value, Mapping):
+            raise _fail(
+                f"ActionSchema: `{key}` in {where} must be a mapping, got {type(value).__name__} `{value!r}`",
+                f'write "{key}": {{"name": value, ...}}',
+            )
+    return _plain(entry)  # type: ignore[no-any-return]
+
+
+def _plain(value: Any) -> Any:
+    """Nested mappings as plain dicts (read-only mapping proxies neither pickle nor deep-copy)."""
+    if isinstance(value, Mapping):
+        return {key: _plain(v) for key, v in value.items()}
+    return value
+
+
+def _read(entry: Mapping[str, Any], field: str) -> Any:
+    """The value a table entry gives a policy field (`MISSING` when it gives none)."""
+    root, _, rest = field.partition(".")
+    path = tuple(rest.split(".")) if rest else ()
+    if root == "tool":
+        return MISSING if not path else walk_path(entry.get("tool_meta") or {}, path)
+    if root in _MAPPING_KEYS:
+        return walk_path(entry.get(root) or {}, path) if path else MISSING
+    if path:
+        return walk_path(entry.get(root), path)
+    value = entry.get(root)
+    return MISSING if value is None else value
+
+
+class ActionSchema:
+    """Reads environment actions as tool calls: a table for Discrete actions, a function for state-dependent fields.
+
+    A Discrete action space gets a ``table``: action index -> tool call (``tool``, and fixed ``args``,
+    ``tool_meta``, ``environment``, ``agent``, ``session``, ``context``). Any other action space
+    (Box, Dict, ...) gets one ``call`` that every action makes. In both cases ``fields(obs, actions)``
+    can add the fields that depend on the state or on a continuous action: it receives a batch
+    (observations and actions with a leading axis of rows) and returns ``{field name: column}``
+    with one value per row, e.g. ``{"args.x": obs[:, 0]}`` (a column is anything an `ActionBatch`
+    accepts; its values override the table's for the same field).
+
+    The fallback runs instead of a blocked action: ``noop`` (a table action index) or
+    ``fallback(obs, actions) -> actions``, called with the blocked rows only. The fallback is
+    executed as given, not checked against the policy (it consumes no budget): make it safe.
+
+    The schema is pickled with the wrapper for async vector envs, so ``fields`` and ``fallback``
+    must be module-level functions (not lambdas or closures). ``fields`` is called once when a
+    wrapper is built, on sampled observations, to learn which fields it provides.
+
+    >>> schema = ActionSchema(
+    ...     [{"tool": "cart.push", "args": {"direction": "left"}},
+    ...      {"tool": "cart.push", "args": {"direction": "right"}}],
+    ...     noop=0,
+    ... )
+    >>> schema.num_actions
+    2
+
+    Args:
+        table: Discrete actions: a sequence of tool calls (index = action) or a mapping from
+            action to tool call (keys ``start .. start+n-1`` of a ``Discrete(n, start)``).
+        call: other action spaces: the tool call every action makes.
+        fields: ``fields(obs, actions) -> {field name: column}``, vectorized over rows.
+        noop: the action index that replaces a blocked action (table schemas only).
+        fallback: ``fallback(obs, actions) -> actions`` for the blocked rows (vectorized).
+        missing_ok: policy fields the schema legitimately never provides (always missing, so
+            rules reading them are Unknown); any other field the policy reads and the schema
+            does not provide is an error when a wrapper is built.
+    """
+
+    def __init__(
+        self,
+        table: Sequence[Mapping[str, Any]] | Mapping[int, Mapping[str, Any]] | None = None,
+        *,
+        call: Mapping[str, Any] | None = None,
+        fields: FieldsFn | None = None,
+        noop: int | None = None,
+        fallback: FallbackFn | None = None,
+        missing_ok: Iterable[str] = (),
+    ) -> None:
+        if (table is None) == (call is None):
+            raise _fail(
+                "ActionSchema: give exactly one of `table` (Discrete actions) and `call` (other action spaces)",
+                'ActionSchema([{"tool": "a"}, {"tool": "b"}]) or '
+                'ActionSchema(call={"tool": "motor.torque"}, fields=fn)',
+            )
+        self.start = 0
+        if table is not None:
+            if isinstance(table, Mapping):
+                keys = sorted(table)
+                if not keys or any(not isinstance(k, (int, np.integer)) or isinstance(k, bool) for k in keys):
+                    raise _fail(
+                        f"ActionSchema: table keys must be action indices (ints), got `{list(table)!r}`",
+                        "key the table by action index: {0: {...}, 1: {...}}",
+                    )
+                self.start = int(keys[0])
+                expected = list(range(self.start, self.start + len(keys)))
+                if [int(k) for k in keys] != expected:
+                    raise _fail(
+                        f"ActionSchema: table keys must be consecutive action indices, got `{keys!r}`",
+                        f"give one entry for each action {self.start}..{self.start + len(keys) - 1}",
+                    )
+                entries = [_check_entry(table[k], f"table entry `{k}`") for k in keys]
+            elif isinstance(table, Sequence) and not isinstance(table, (str, bytes)):
+                if not table:
+                    raise _fail("ActionSchema: the table is empty", "give one tool call per action index")
+                entries = [_check_entry(e, f"table entry `{i}`") for i, e in enumerate(table)]
+            else:
+                raise _fail(
+                    f"ActionSchema: `table` must be a list or a mapping of tool calls, got {type(table).__name__}",
+                    'write [{"tool": "a"}, {"tool": "b"}]',
+                )
+            self.discrete = True
+        else:
+            entries = [_check_entry(call, "`call`")]
+            self.discrete = False
+        self.entries: tuple[dict[str, Any], ...] = tuple(entries)
+        if fields is not None and not callable(fields):
+            raise _fail(
+                f"ActionSchema: `fields` must be a function (obs, actions) -> columns, got `{fields!r}`",
+                "define `def fields(obs, actions): return {\"args.x\": obs[:, 0]}` at module level",
+            )
+        if noop is not None and fallback is not None:
+            raise _fail("ActionSchema: give `noop` or `fallback`, not both", "keep the one that picks the safe action")
+        if noop is not None:
+            if not self.discrete:
+                raise _fail(
+                    f"ActionSchema: `noop={noop!r}` needs a table (Discrete actions)",
+                    "give other action spaces `fallback=fn(obs, actions) -> actions`",
+                )
+            if (
+                not isinstance(noop, (int, np.integer))
+                or isinstance(noop, bool)
+                or not self.start <= noop < self.start + len(entries)
+            ):
+                raise _fail(
+                    f"ActionSchema: `noop={noop!r}` is not an action of the table",
+                    f"give an action index in {self.start}..{self.start + len(entries) - 1}",
+                )
+        if fallback is not None and not callable(fallback):
+            raise _fail(
+                f"ActionSchema: `fallback` must be a function (obs, actions) -> actions, got `{fallback!r}`",
+                "define the fallback at module level",
+            )
+        if isinstance(missing_ok, str):
+            missing_ok = (missing_ok,)
+        self.fields: FieldsFn | None = fields
+        self.noop: int | None = None if noop is None else int(noop)
+        self.fallback: FallbackFn | None = fallback
+        self.missing_ok: tuple[str, ...] = tuple(missing_ok)
+
+    @property
+    def num_actions(self) -> int:
+        """How many actions the table has (1 for a `call` schema)."""
+        return len(self.entries)
+
+    @property
+    def has_fallback(self) -> bool:
+        """Whether the schema says what runs instead of a blocked action."""
+        return self.noop is not None or self.fallback is not None
+
+    def bind(
+        self,
+        gate: PolicyGate,
+        action_space: spaces.Space[Any],
+        observation_space: spaces.Space[Any],
+        owner: str = "ActionSchema",
+    ) -> SchemaBinding:
+        """Prepare the schema for a gate and a (single) env's spaces; raises on a mismatch."""
+        return SchemaBinding(self, gate, action_space, observation_space, owner)
+
+    def __repr__(self) -> str:
+        kind = f"table of {len(self.entries)}" if self.discrete else f"call {self.entries[0]['tool']!r}"
+        return f"ActionSchema({kind})"
+
+
+class SchemaBinding:
+    """An `ActionSchema` prepared for one gate and one env: turns a batch of actions into an `ActionBatch`.
+
+    Per action index, the tool code and the table's fixed fields are precomputed, so a step is
+    a gather by action index, the schema's fields function, and nothing per row in Python.
+    """
+
+    def __init__(
+        self,
+        schema: ActionSchema,
+        gate: PolicyGate,
+        action_space: spaces.Space[Any],
+        observation_space: spaces.Space[Any],
+        owner: str,
+    ) -> None:
+        from rlguard.engine.batch import CodedColumn, ToolVocabulary
+
+        self.schema = schema
+        self.layers = gate.layers
+        self.action_space = action_space
+        n = schema.num_actions
+        if schema.discrete:
+            if not isinstance(action_space, spaces.Discrete):
+                raise _fail(
+                    f"{owner}: the schema's table describes Discrete actions but the action space is `{action_space}`",
+                    "use ActionSchema(call={...}, fields=fn) for Box and Dict action spaces",
+                )
+            if int(action_space.n) != n or int(action_space.start) != schema.start:
+                raise _fail(
+                    f"{owner}: the schema's table has actions {schema.start}..{schema.start + n - 1} "
+                    f"but the action space is `{action_space}`",
+                    "give the table one entry per action of the env",
+                )
+        self.num_actions = n
+        self.start = schema.start
+        self.vocab: ToolVocabulary = ToolVocabulary()
+        tool_codes = np.asarray(self.vocab.codes([e["tool"] for e in schema.entries]), dtype=np.int64)
+        # Rows that must not be evaluated (a NEXT_STEP reset step) get an invalid (empty) tool name:
+        # the policy denies them before any rule and nothing is consumed; their verdicts are dropped.
+        self.skip_code = int(self.vocab.code(""))
+        self.tool_table = tool_codes
+        self.tool_const: int | None = int(tool_codes[0]) if bool((tool_codes == tool_codes[0]).all()) else None
+        self.tool_identity = bool(np.array_equal(tool_codes, np.arange(n)))
+
+        needed = [f for f in gate.fields if f != "tool"]
+        self.needed: frozenset[str] = frozenset(needed)
+        # Fixed fields of the table: for each policy field, the value each action gives it.
+        self.const_columns: dict[str, Any] = {}
+        # Every other fixed field is a CodedColumn whose codes are the action indices themselves
+        # (values[i] is action i's value, None where it has none): no gather at all per step.
+        self.coded_columns: dict[str, tuple[Any, ...]] = {}
+        for field in needed:
+            values = [_read(e, field) for e in schema.entries]
+            if all(v is MISSING for v in values):
+                continue
+            first = values[0]
+            if isinstance(first, _PLAIN_SCALARS) and all(v.__class__ is first.__class__ and v == first for v in values):
+                self.const_columns[field] = first
+            else:
+                self.coded_columns[field] = tuple(None if v is MISSING else v for v in values)
+        self._coded_column = CodedColumn
+
+        self.fields_fn = schema.fields
+        provided = set(self.const_columns) | set(self.coded_columns)
+        self.fn_fields: tuple[str, ...] = ()
+        if self.fields_fn is not None:
+            probe_rows = 3
+            obs = sample_batch(observation_space, probe_rows)
+            actions = sample_batch(action_space, probe_rows)
+            self.fn_fields = tuple(self._columns(self._call_fields(obs, actions, probe_rows, owner), probe_rows, owner))
+            for name in self.fn_fields:
+                root = name.split(".")[0]
+                if name == "tool":
+                    raise _fail(
+                        f"{owner}: the schema's fields function returned `tool`",
+                        "tool names come from the table (or `call`); return only argument and context fields",
+                    )
+                if root not in FIELD_ROOTS:
+                    raise _fail(
+                        f"{owner}: the schema's fields function returned `{name}`, which is not a policy field",
+                        f"field names start with one of {', '.join(FIELD_ROOTS)}, e.g. `args.{name}`",
+                    )
+            provided |= set(self.fn_fields)
+        unprovided = [f for f in needed if f not in provided and f not in schema.missing_ok]
+        if unprovided:
+            names = ", ".join(f"`{f}`" for f in unprovided)
+            raise _fail(
+                f"{owner}: the policy reads {names} but the action schema never provides "
+                f"{'it' if len(unprovided) == 1 else 'them'}",
+                "add it to the table's tool calls, return it from `fields(obs, actions)`, "
+                f"or pass `missing_ok=({unprovided[0]!r},)` if it is legitimately absent "
+                "(rules reading it are Unknown)",
+            )
+
+    def _call_fields(self, obs: Any, actions: Any, rows: int, owner: str) -> Mapping[str, Any]:
+        assert self.fields_fn is not None
+        columns = self.fields_fn(obs, actions)
+        if not isinstance(columns, Mapping):
+            raise _fail(
+                f"{owner}: the schema's fields function returned {type(columns).__name__}, not a mapping",
+                'return {"args.x": obs[:, 0], ...}: one column per field',
+            )
+        return columns
+
+    @staticmethod
+    def _columns(
+        extra: Mapping[str, Any], rows: int, owner: str = "ActionSchema", needed: frozenset[str] | None = None
+    ) -> dict[str, Any]:
+        """The fields function's columns; a ``"_" + name`` key is the presence mask of ``name``.
+
+        With `needed`, columns the policy does not read are left out.
+        """
+        out: dict[str, Any] = {}
+        for name, column in extra.items():
+            if needed is not None and name not in needed:
+                if name.startswith("_") and name[1:] not in extra:
+                    raise _fail(
+                        f"{owner}: the schema's fields function returned the mask `{name}` without `{name[1:]}`",
+                        f"a `_name` key marks which rows have `name`; return `{name[1:]}` too",
+                    )
+                continue
+            if name.startswith("_"):
+                if name[1:] not in extra:
+                    raise _fail(
+                        f"{owner}: the schema's fields function returned the mask `{name}` without `{name[1:]}`",
+                        f"a `_name` key marks which rows have `name`; return `{name[1:]}` too",
+                    )
+                continue
+            mask = extra.get("_" + name)
+            if isinstance(column, np.ndarray) and column.ndim >= 1 and column.shape[0] != rows:
+                raise _fail(
+                    f"{owner}: the schema's fields function returned `{name}` with {column.shape[0]} rows "
+                    f"for a batch of {rows}",
+                    "return one value per row (index the batch axis, e.g. obs[:, 0])",
+                )
+            if mask is not None:
+                mask = np.asarray(mask)
+                if mask.shape != (rows,) or mask.dtype != np.bool_:
+                    raise _fail(
+                        f"{owner}: the schema's fields function returned the mask `_{name}` with shape "
+                        f"{mask.shape} and dtype {mask.dtype} for a batch of {rows}",
+                        "return one bool per row: True where the row has the field",
+                    )
+                column = (np.asarray(column), mask)
+            out[name] = column
+        return out
+
+    def index(self, actions: np.ndarray) -> np.ndarray:
+        """Table row of each Discrete action; raises on an action outside the table."""
+        if actions.dtype.kind not in "iu":
+            raise _fail(
+                f"Discrete actions must be integers, got an array of dtype `{actions.dtype}`",
+                "pass the actions as an int array (e.g. the output of action_space.sample())",
+            )
+        idx = actions if self.start == 0 else actions - self.start
+        # One comparison checks both bounds: as unsigned, negative indices are huge.
+        unsigned = idx.view(idx.dtype.str.replace("i", "u")) if idx.dtype.kind == "i" else idx
+        if bool((unsigned >= self.num_actions).any()):
+            bad = actions[(idx < 0) | (idx >= self.num_actions)]
+            raise _fail(
+                f"an action is outside the action space: `{bad[:5].tolist()!r}`",
+                f"actions are indices {self.start}..{self.start + self.num_actions - 1}",
+            )
+        return idx
+
+    def batch(self, obs: Any, actions: Any, size: int, skip: np.ndarray | None = None) -> ActionBatch:
+        """The `ActionBatch` of `size` rows for these observations and actions.
+
+        Rows in `skip` get an invalid tool name: the policy denies them without consuming anything.
+        """
+        from rlguard.engine.batch import ActionBatch
+
+        columns: dict[str, Any] = dict(self.const_columns)
+        if self.schema.discrete:
+            idx = self.index(actions)
+            if self.tool_const is not None:
+                tool: Any = self.tool_const
+            elif self.tool_identity:
+                tool = idx
+            else:
+                tool = self.tool_table[idx]
+            coded = self._coded_column
+            for name, values in self.coded_columns.items():
+                columns[name] = coded(idx, values)
+        else:
+            tool = self.tool_const
+        if self.fields_fn is not None:
+            columns.update(self._columns(self.fields_fn(obs, actions), size, "the action schema", self.needed))
+        if skip is not None:
+            tool = np.where(skip, self.skip_code, tool)
+        return ActionBatch(tool, self.vocab, columns, size=size)
+
+    def stale(self, gate: PolicyGate) -> bool:
+        """Whether the gate's policy changed (a `reload`) since this binding was made."""
+        return gate.layers is not self.layers
+

@@ -1,0 +1,52 @@
+"""The wrappers with the real EvidenceRecorder: batch records per step, reset steps never as violations."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import gymnasium as gym
+import numpy as np
+from _wrapper_helpers import RATE_POLICY, cart_schema, gate
+from gymnasium.vector import AutoresetMode, SyncVectorEnv
+
+from rlguard.evidence import EvidenceRecorder, verify_file
+from rlguard.wrappers import GovernedEnv, GovernedVectorEnv
+
+
+def _batch_records(path: Path) -> list[dict]:  # type: ignore[type-arg]
+    records = [json.loads(line) for line in path.read_bytes().splitlines()]
+    return [r for r in records if r.get("kind") == "batch"]
+
+
+def test_vector_env_records_each_step(tmp_path: Path) -> None:
+    sink = tmp_path / "evidence.jsonl"
+    envs = SyncVectorEnv([lambda: gym.make("CartPole-v1", max_episode_steps=6)] * 2,
+                         autoreset_mode=AutoresetMode.NEXT_STEP)
+    with EvidenceRecorder(sink=sink) as recorder:
+        governed = GovernedVectorEnv(envs, gate(RATE_POLICY), cart_schema(), recorder=recorder)
+        governed.reset(seed=0)
+        for _ in range(8):
+            governed.step(np.ones(2, dtype=np.int64))
+    assert verify_file(sink).ok
+    records = [json.loads(line) for line in sink.read_bytes().splitlines()]
+    assert any(r.get("kind") == "policy" for r in records)  # the policy's rules, for reports
+    batches = _batch_records(sink)
+    assert [b["step"] for b in batches] == list(range(8))
+    # Steps 4 and 5 exceed the rate in both sub-envs; step 6 (a NEXT_STEP reset step) records no violation.
+    assert [b["counts"]["deny"] for b in batches] == [0, 0, 0, 0, 2, 2, 0, 0]
+    assert batches[4]["rows"]["index"] == [0, 1]
+    assert batches[4]["by_rule"] == {"right-pushes-per-episode": 2}
+
+
+def test_single_env_records(tmp_path: Path) -> None:
+    sink = tmp_path / "evidence.jsonl"
+    with EvidenceRecorder(sink=sink) as recorder:
+        env = GovernedEnv(gym.make("CartPole-v1"), gate(RATE_POLICY), cart_schema(), recorder=recorder,
+                          detail="all")
+        env.reset(seed=0)
+        for _ in range(5):
+            env.step(1)
+    assert verify_file(sink).ok
+    batches = _batch_records(sink)
+    assert [b["n"] for b in batches] == [1] * 5 and batches[-1]["counts"]["deny"] == 1
