@@ -171,7 +171,8 @@ class CompiledPolicy:
     """A policy prepared for evaluation. Immutable; share it across threads and gates."""
 
     __slots__ = (
-        "_factory", "_first_match", "_plans", "_rule_parts", "_verdict_default", "digest", "namespace", "policy", "rules",
+        "_factory", "_first_match", "_plans", "_rule_parts", "_verdict_default",
+        "digest", "namespace", "policy", "rules",
     )
 
     def __init__(self, policy: Policy) -> None:
