@@ -18,7 +18,6 @@ import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
@@ -101,18 +100,12 @@ def cartpole_case(n: int, rules: int, evidence_dir: Path | None) -> Case:
 
 
 def tooluse_case(n: int) -> Case | None:
-    try:
-        from rlguard.envs import tooluse
-    except ImportError:
-        return None
-    gate_path = str(files("rlguard.envs") / "policies" / "tooluse.yaml")
-    schema = ActionSchema(tooluse.TOOL_TABLE, fields=tooluse.action_fields, fallback=tooluse.safe_fallback)
+    from rlguard.envs import tooluse
+    from rlguard.envs.tooluse_governance import tooluse_gate, tooluse_schema
 
     def governed() -> GovernedVectorEnv[Any, Any]:
-        return GovernedVectorEnv(
-            tooluse.ToolUseVectorEnv(num_envs=n), PolicyGate.from_yaml(gate_path), schema,
-            shaper=SeverityPenalty(0.1),
-        )
+        return GovernedVectorEnv(tooluse.ToolUseVectorEnv(num_envs=n), tooluse_gate(), tooluse_schema(),
+                                 shaper=SeverityPenalty(1.0))
 
     return Case(f"ToolUseVectorEnv({n}), shipped policy, block + penalty", lambda: tooluse.ToolUseVectorEnv(n),
                 governed, 0.85)

@@ -1,0 +1,428 @@
+"""The vectorized batch evaluator: one numpy pass decides every row of an `ActionBatch`.
+
+Rules run in file order over all rows at once (see `batch_plan` for the codes that make "first
+match" and "strictest, ties to the earliest" elementwise maxima). The result equals
+`rlguard.engine.reference.decide` row for row, which the tests and
+``benchmarks/fuzz_equivalence.py`` check.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import numpy.typing as npt
+
+from rlguard.engine.batch_columns import ActionBatch, BoolArray
+from rlguard.engine.batch_ops import FloatArray, amounts, compare_float
+from rlguard.engine.batch_plan import (
+    _ACTION_OF_STRICT,
+    _BUDGET,
+    _DEFINITE,
+    _LIMIT,
+    _RATE,
+    ALLOW,
+    APPROVAL,
+    DENY,
+    WARN,
+    EvalContext,
+    Int32Array,
+    LayerPlan,
+    RuleGroup,
+    RulePlan,
+    plan_for,
+)
+from rlguard.engine.batch_state import BatchPolicyState
+from rlguard.engine.batch_verdict import BatchVerdict
+from rlguard.engine.model import Rule
+from rlguard.engine.verdict import SEVERITY_CODES, SEVERITY_PENALTY, STRICTNESS
+from rlguard.engine.verdicts import INVALID_TOOL_SEVERITY
+
+if TYPE_CHECKING:
+    from rlguard.engine.gate import PolicyGate
+
+
+def layer_namespaces(gate: PolicyGate) -> list[Hashable]:
+    """Where each layer of `gate` keeps its budget and rate usage: the single-call gate's keys."""
+    spaces: list[Hashable] = gate._namespaces()
+    return spaces
+
+
+# -- condition plans -----------------------------------------------------------------------------
+
+class _LayerResult:
+    __slots__ = ("best", "consume", "warns")
+
+    def __init__(self, best: Int32Array, warns: BoolArray, consume: list[tuple[Rule, BoolArray, FloatArray]]):
+        self.best = best  # the encoded decision per row
+        self.warns = warns  # (warn rules, rows)
+        self.consume = consume
+
+
+def _limits(rp: RulePlan, ev: EvalContext, namespace: Hashable, state: BatchPolicyState | None,
+            now: float) -> tuple[BoolArray, BoolArray | None, Int32Array | int, FloatArray | None]:
+    """(limits hold, limits fail, failed code, amounts to consume) per row; Unknown is neither.
+
+    The failed code (`FAILED`) names the first limit that did not hold: limit, budget or rate.
+    With a `limit` alone the code is one int, and "fail" is None when no row is Unknown.
+    """
+    n = ev.n
+    rule = rp.rule
+    if rule.budget is None and rule.rate is None:
+        assert rp.limit is not None
+        held, lf = rp.limit(ev)
+        return held, lf, _LIMIT, None
+    if rp.limit is not None:
+        held, lf = rp.limit(ev)
+        fails = ~held if lf is None else lf
+        failed = np.logical_not(held).astype(np.int32)  # _LIMIT
+    else:
+        held, fails, failed = np.ones(n, dtype=bool), np.zeros(n, dtype=bool), np.zeros(n, dtype=np.int32)
+    used = state.rule_usage(namespace, rule, now) if state is not None else None
+    spend: FloatArray = np.zeros(n, dtype=np.float64)
+    if rule.budget is not None:
+        if used is None:
+            ok = np.zeros(n, dtype=bool)
+        else:
+            spend, usable, alone = amounts(ev.batch.column(rule.budget.field.name), n, rule.budget.max)
+            with np.errstate(invalid="ignore", over="ignore"):
+                # Exceeded: the exact value alone is over max, or the float64 sum is (spec §12.2).
+                over = compare_float(used[0] + spend, "gt", rule.budget.max)
+            if alone is not None:
+                over |= alone
+            fails = fails | (held & usable & over)
+            ok = usable > over
+        failed += np.multiply(held > ok, _BUDGET, dtype=np.int32)
+        held = held & ok
+    if rule.rate is not None:
+        ok = np.zeros(n, dtype=bool) if used is None else used[1] < rule.rate.max  # count + 1 <= max
+        if used is not None:
+            fails = fails | (held > ok)
+        failed += np.multiply(held > ok, _RATE, dtype=np.int32)
+        held = held & ok
+    return held, fails, failed, spend
+
+
+def _bump(best: Int32Array, rows: BoolArray, candidate: int | Int32Array) -> None:
+    """best = max(best, candidate) on `rows` (rows * candidate: 0 elsewhere, below every candidate)."""
+    _maximum(best, _multiply(rows, candidate, dtype=np.int32), out=best)
+
+
+_maximum, _multiply = np.maximum, np.multiply
+
+
+def _run_layer(plan: LayerPlan, ev: EvalContext, namespace: Hashable, state: BatchPolicyState | None,
+               now: float) -> _LayerResult:
+    if plan.first_match:
+        return _run_first_match(plan, ev, namespace, state, now)
+    return _run_deny_overrides(plan, ev, namespace, state, now)
+
+
+class _FirstMatch:
+    """The running state of one first_match layer (see `_run_first_match`)."""
+
+    __slots__ = ("consume", "fired", "pending", "stop")
+
+    def __init__(self, n: int) -> None:
+        self.stop = np.zeros(n, dtype=np.int32)
+        self.pending: Int32Array | None = None  # the first Unknown require_approval, as a key code
+        self.fired: list[tuple[RulePlan, BoolArray]] = []
+        self.consume: list[tuple[RulePlan, BoolArray, FloatArray]] = []
+
+    def rule(self, rp: RulePlan, ev: EvalContext, namespace: Hashable, state: BatchPolicyState | None,
+             now: float) -> None:
+        """One rule's stop codes (and pending candidate, warning, consumption)."""
+        stop = self.stop
+        t, f = rp.when(ev)
+        kind = rp.kind
+        if kind == WARN:
+            self.fired.append((rp, t))
+        elif kind == ALLOW:
+            _bump(stop, t, rp.s_allow)
+        elif kind == DENY:
+            if f is not None:  # Unknown `when`: ends evaluation, indeterminate (the true rows override)
+                _bump(stop, ~f, rp.s_unknown)
+            _bump(stop, t, rp.s_self)
+        elif kind == APPROVAL:
+            _bump(stop, t, rp.s_self)
+            if f is not None:
+                unknown = ~(t | f)
+                if self.pending is None:
+                    self.pending = np.multiply(unknown, rp.c_self | 1, dtype=np.int32)
+                else:
+                    _bump(self.pending, unknown, rp.c_self | 1)
+        else:  # deny_if_exceeds
+            held, fails, failed, spend = _limits(rp, ev, namespace, state, now)
+            allow = t & held
+            _bump(stop, allow, rp.s_allow)
+            if fails is None and f is None and isinstance(failed, int):  # no Unknown: one stop code
+                _bump(stop, t > held, rp.s_self | (failed << 1))
+            else:
+                deny = (t if f is None else ~f) > held
+                unknown = ~(held | (~held if fails is None else fails))
+                if f is not None:
+                    unknown |= ~(t | f)
+                code = np.multiply(t, _DEFINITE, dtype=np.int32)
+                code |= unknown
+                code |= ((rp.prio << 8) | (STRICTNESS["deny"] << 5))
+                code += failed << 1
+                _bump(stop, deny, code)
+            if spend is not None:
+                self.consume.append((rp, allow, spend))
+
+    def group(self, index: int, group: RuleGroup, ev: EvalContext, namespace: Hashable,
+              state: BatchPolicyState | None, now: float) -> None:
+        """A rule group in one lookup, or member by member where its condition is Unknown somewhere."""
+        t: BoolArray | None = None
+        if group.residual is not None:
+            t, f = group.residual(ev)
+            if f is not None:
+                for rp in group.members:
+                    self.rule(rp, ev, namespace, state, now)
+                return
+        first, second = ev.group_codes(index)
+        if group.limit is None:
+            np.maximum(self.stop, first if t is None else np.multiply(t, first), out=self.stop)
+            return
+        held, lf = group.limit(ev)
+        if lf is not None:
+            for rp in group.members:
+                self.rule(rp, ev, namespace, state, now)
+            return
+        assert second is not None
+        np.maximum(self.stop, np.multiply(held if t is None else held & t, first), out=self.stop)
+        np.maximum(self.stop, np.multiply(~held if t is None else t > held, second), out=self.stop)
+
+    def result(self, plan: LayerPlan, n: int) -> _LayerResult:
+        """Decode: the deciding rule's priority, then its key code (as deny_overrides encodes it)."""
+        n_rules = plan.n_rules
+        stop = self.stop
+        prio = stop >> 8
+        # The deciding rule's key code, or the default's where no rule definitely applied.
+        best = plan.stop_keys.take(stop >> 5)
+        best &= stop | ~7
+        if self.pending is not None:
+            # The pending candidate counts only if it comes before the deciding rule.
+            before = ((self.pending >> 8) - (n_rules + 1)) > prio
+            _bump(best, before, self.pending)
+        warns = np.zeros((len(plan.warn_rules), n), dtype=bool)
+        for rp, t in self.fired:
+            np.logical_and(t, prio < rp.prio, out=warns[rp.warn_slot])
+        consume = [(rp.rule, allow & (prio == rp.prio), spend) for rp, allow, spend in self.consume]
+        return _LayerResult(best, warns, consume)
+
+
+def _run_first_match(plan: LayerPlan, ev: EvalContext, namespace: Hashable, state: BatchPolicyState | None,
+                     now: float) -> _LayerResult:
+    """first_match without an "open rows" mask: each rule offers, on the rows where it would end
+    evaluation, a stop code whose priority falls with its position, so the elementwise maximum
+    is the first rule that ends each row's evaluation (the order rules run in does not matter).
+    Unknown require_approval candidates (which do not end evaluation), warn rules and consumption
+    are then kept only before that rule."""
+    run = _FirstMatch(ev.n)
+    for index, group in enumerate(plan.groups):
+        run.group(index, group, ev, namespace, state, now)
+    for rp in plan.singles:
+        run.rule(rp, ev, namespace, state, now)
+    return run.result(plan, ev.n)
+
+
+def _run_deny_overrides(plan: LayerPlan, ev: EvalContext, namespace: Hashable, state: BatchPolicyState | None,
+                        now: float) -> _LayerResult:
+    """deny_overrides: every rule on every row; the strictest candidate, ties to the earliest."""
+    n = ev.n
+    best = np.zeros(n, dtype=np.int32)
+    definite = np.zeros(n, dtype=bool)
+    warns = np.zeros((len(plan.warn_rules), n), dtype=bool)
+    consume: list[tuple[Rule, BoolArray, FloatArray]] = []
+    for rp in plan.plans:
+        t, f = rp.when(ev)
+        kind = rp.kind
+        if kind == WARN:
+            warns[rp.warn_slot] = t
+            continue
+        if kind == ALLOW:
+            _bump(best, t, rp.c_allow)
+        elif kind in (DENY, APPROVAL):
+            _bump(best, t, rp.c_self)
+            if f is not None:  # Unknown `when`: applies, indeterminate
+                _bump(best, ~(t | f), rp.c_self | 1)
+        else:  # deny_if_exceeds
+            held, fails, failed, spend = _limits(rp, ev, namespace, state, now)
+            allow = t & held
+            deny = (t if f is None else ~f) > held
+            _bump(best, allow, rp.c_allow)
+            unknown = ~(held | (~held if fails is None else fails))
+            if f is not None:
+                unknown |= ~(t | f)
+            code = (failed << 1) | unknown
+            code += rp.c_self
+            _bump(best, deny, code)
+            if spend is not None:
+                consume.append((rp.rule, allow, spend))
+        definite |= t
+    _bump(best, ~definite, plan.c_default)
+    return _LayerResult(best, warns, consume)
+
+
+# -- the result ----------------------------------------------------------------------------------
+
+# -- the entry point -----------------------------------------------------------------------------
+
+def evaluate_batch(gate: PolicyGate, batch: ActionBatch, state: BatchPolicyState | None = None) -> BatchVerdict:
+    """Decide every row of `batch` with `gate`'s policy; row i equals ``gate.check`` on row i.
+
+    With `state` (one row per sub-env), allowed rows consume their budgets and rates in their
+    own row. Without it, stateful rules are Unknown, so they deny (as `reference.decide` without
+    usage).
+
+    Raises:
+        ValueError: `state` has a different number of rows than `batch`.
+    """
+    if not isinstance(batch, ActionBatch):
+        raise TypeError(f"check_batch needs an ActionBatch, got {type(batch).__name__}")
+    n = batch.size
+    if state is not None:
+        if not isinstance(state, BatchPolicyState):
+            raise TypeError(f"state must be a BatchPolicyState, got {type(state).__name__}")
+        if state.num_envs != n:
+            raise ValueError(f"the state has {state.num_envs} rows but the batch has {n}\n"
+                             "help: build BatchPolicyState(num_envs) with one row per sub-env")
+    plans = [plan_for(layer.policy) for layer in gate.layers]
+    now = state.clock() if state is not None and any(p.stateful for p in plans) else 0.0
+    invalid_codes = batch.vocab.invalid_mask()
+    invalid = invalid_codes.take(batch.tool) if batch.vocab.has_invalid() else None
+
+    ev = EvalContext(batch)
+    namespaces = layer_namespaces(gate)
+    results = []
+    for plan, namespace in zip(plans, namespaces, strict=True):
+        ev.tool_table = plan.tool_table(batch.vocab) if plan.tool_cmps or plan.groups else None
+        ev.tool_rows = [None] * len(plan.tool_cmps)
+        results.append(_run_layer(plan, ev, namespace, state, now))
+
+    if len(plans) == 1:
+        return _single(plans[0], results[0], gate.digest, invalid, namespaces[0], state, now)
+    return _layered(plans, results, gate.digest, invalid, namespaces, state, now)
+
+
+def _consume(namespace: Hashable, result: _LayerResult, allowed: BoolArray, state: BatchPolicyState | None,
+             now: float) -> None:
+    if state is not None:
+        for rule, rows, spend in result.consume:
+            rows = rows & allowed
+            if rows.any():
+                state.consume(namespace, rule, rows, spend, now)
+
+
+def _single(plan: LayerPlan, result: _LayerResult, digest: str, invalid: BoolArray | None, namespace: Hashable,
+            state: BatchPolicyState | None, now: float) -> BatchVerdict:
+    """The verdict arrays of a gate with one layer: lookups on the best key code of each row."""
+    best = result.best
+    key = best >> 8
+    action = plan.action_of.take(key)
+    allowed = action == 0
+    if invalid is not None:
+        allowed &= ~invalid
+    _consume(namespace, result, allowed, state, now)
+    rule_index = plan.rule_of.take(key)
+    indeterminate = (best & 1).astype(bool)
+    warnings = result.warns
+    wpen, wsev = _warn_totals(plan, warnings)
+    if wpen is None or wsev is None:
+        severity = plan.severity_of.take(key)  # 0 and 0.0 for allowed rows
+        penalty = plan.penalty32_of.take(key)
+    else:
+        severity = np.where(allowed, wsev, plan.severity_of.take(key))
+        penalty = (wpen + plan.penalty_of.take(key)).astype(np.float32)  # warns first, as VerdictFactory
+    layer = np.zeros(len(best), dtype=np.int8)
+    if invalid is not None:
+        action, rule_index, indeterminate, warnings, severity, penalty = _invalid_rows(
+            invalid, action, rule_index, indeterminate, warnings, severity, penalty)
+    return BatchVerdict([plan], digest, action, allowed, rule_index, indeterminate, best, warnings.T, layer, invalid,
+                        severity, penalty)
+
+
+def _layered(plans: list[LayerPlan], results: list[_LayerResult], digest: str, invalid: BoolArray | None,
+             namespaces: list[Hashable], state: BatchPolicyState | None, now: float) -> BatchVerdict:
+    """The verdict arrays of a derived gate: per row the strictest layer, ties to the earlier."""
+    best = results[0].best
+    n = len(best)
+    strict = plans[0].strict_of.take(best >> 8)
+    layer = np.zeros(n, dtype=np.int8)
+    for index, (plan, result) in enumerate(zip(plans[1:], results[1:], strict=True), start=1):
+        other = plan.strict_of.take(result.best >> 8)
+        stricter = other > strict
+        if stricter.any():
+            layer[stricter] = index
+            best = np.where(stricter, result.best, best)
+            strict = np.where(stricter, other, strict)
+    allowed = strict == 0
+    if invalid is not None:
+        allowed &= ~invalid
+    for namespace, result in zip(namespaces, results, strict=True):
+        _consume(namespace, result, allowed, state, now)
+    key = best >> 8
+    action = _ACTION_OF_STRICT.take(strict)
+    indeterminate = (best & 1).astype(bool)
+    rule_index = np.zeros(n, dtype=np.int16)
+    severity = np.zeros(n, dtype=np.int8)
+    penalty = np.zeros(n)
+    parts = []
+    for index, (plan, result) in enumerate(zip(plans, results, strict=True)):
+        mine = layer == index
+        mine_key = np.where(mine, key, 0)
+        parts.append(result.warns & mine)
+        wpen, wsev = _warn_totals(plan, parts[-1])
+        rule_index = np.where(mine, plan.rule_of.take(mine_key), rule_index)
+        if wpen is None or wsev is None:
+            severity = np.where(mine, plan.severity_of.take(mine_key), severity)
+            penalty = np.where(mine, plan.penalty_of.take(mine_key), penalty)
+        else:
+            severity = np.where(mine, np.where(allowed, wsev, plan.severity_of.take(mine_key)), severity)
+            penalty = np.where(mine, wpen + plan.penalty_of.take(mine_key), penalty)
+    warnings = np.concatenate(parts, axis=0)
+    penalty32 = penalty.astype(np.float32)
+    if invalid is not None:
+        layer[invalid] = 0
+        action, rule_index, indeterminate, warnings, severity, penalty32 = _invalid_rows(
+            invalid, action, rule_index, indeterminate, warnings, severity, penalty32)
+    return BatchVerdict(plans, digest, action, allowed, rule_index, indeterminate, best, warnings.T, layer, invalid,
+                        severity, penalty32)
+
+
+def _invalid_rows(invalid: BoolArray, action: npt.NDArray[np.int8], rule_index: npt.NDArray[np.int16],
+                  indeterminate: BoolArray, warnings: BoolArray, severity: npt.NDArray[np.int8],
+                  penalty: npt.NDArray[np.float32]) -> tuple[Any, ...]:
+    """The arrays with the rows of an invalid tool name set to its verdict."""
+    return (
+        np.where(invalid, np.int8(1), action),
+        np.where(invalid, np.int16(-1), rule_index),
+        indeterminate & ~invalid,
+        warnings & ~invalid,
+        np.where(invalid, np.int8(SEVERITY_CODES[INVALID_TOOL_SEVERITY]), severity),
+        np.where(invalid, np.float32(SEVERITY_PENALTY[INVALID_TOOL_SEVERITY]), penalty),
+    )
+
+
+def _warn_totals(plan: LayerPlan, warns: BoolArray) -> tuple[FloatArray | None, npt.NDArray[np.int8] | None]:
+    """Per row: the summed penalty and the top severity of the warn rules that fired (None: none fired).
+
+    Up to 16 warn rules, the rows' fired sets index tables of exact sums (in file order, as
+    `VerdictFactory` adds them); beyond, the sum runs rule by rule in file order.
+    """
+    count = len(plan.warn_rules)
+    if not count or not warns.any():
+        return None, None
+    if count <= 16:
+        index = warns[0].astype(np.intp)
+        for j in range(1, count):
+            index += np.multiply(warns[j], 1 << j, dtype=np.intp)
+        penalty_table, severity_table = plan.warn_tables()
+        return penalty_table.take(index), severity_table.take(index)
+    penalty = np.zeros(warns.shape[1])
+    for j in range(count):
+        penalty = penalty + np.where(warns[j], plan.warn_penalty[j], 0.0)
+    severity = np.where(warns, plan.warn_severity[:, None], 0).max(axis=0).astype(np.int8)
+    return penalty, severity

@@ -1,0 +1,207 @@
+"""Budget and rate state for batches: one row per sub-environment.
+
+`BatchPolicyState` is the batch twin of `PolicyState`: row i of a batch is sub-env i, and its
+usage evolves exactly as a `PolicyState` session would under the same sequence of checks (the
+equivalence tests step both side by side). ``per: episode`` and ``per: session`` usage are plain
+numpy arrays of shape (num_envs,). ``per: window`` keeps, per row, a deque of the allowed events
+inside the window, so it costs Python work per row that consumes or whose oldest event expires;
+training usually counts per episode.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import deque
+from collections.abc import Callable, Hashable
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import numpy.typing as npt
+
+from rlguard.engine.model import Rule
+
+if TYPE_CHECKING:
+    from rlguard.engine.gate import PolicyGate
+
+Clock = Callable[[], float]
+FloatArray = npt.NDArray[np.float64]
+CountArray = npt.NDArray[np.int64]
+
+
+class _Usage:
+    """One rule's usage in every row (`events` only for ``per: window``)."""
+
+    __slots__ = ("amount", "count", "events", "oldest", "scope", "window")
+
+    def __init__(self, scope: str, window: float | None, num_envs: int) -> None:
+        self.scope = scope
+        self.window = window
+        self.amount: FloatArray = np.zeros(num_envs, dtype=np.float64)
+        self.count: CountArray = np.zeros(num_envs, dtype=np.int64)
+        self.events: list[deque[tuple[float, float]] | None] | None = None
+        self.oldest: FloatArray | None = None
+        if window is not None:
+            self.events = [None] * num_envs
+            self.oldest = np.full(num_envs, math.inf)
+
+    def prune(self, now: float) -> None:
+        """Drop window events at or before ``now - window`` (the rows whose oldest event is due)."""
+        if self.window is None:
+            return
+        assert self.events is not None and self.oldest is not None
+        horizon = now - self.window
+        for i in np.flatnonzero(self.oldest <= horizon).tolist():
+            events = self.events[i]
+            assert events is not None
+            while events and events[0][0] <= horizon:
+                _, amount = events.popleft()
+                self.amount[i] -= amount
+                self.count[i] -= 1
+            if events:
+                self.oldest[i] = events[0][0]
+            else:  # no float drift once the window is empty (as PolicyState)
+                self.amount[i] = 0.0
+                self.count[i] = 0
+                self.oldest[i] = math.inf
+
+    def consume(self, rows: npt.NDArray[np.bool_], amounts: FloatArray, now: float) -> None:
+        np.add(self.amount, amounts, out=self.amount, where=rows)
+        np.add(self.count, 1, out=self.count, where=rows)
+        if self.events is not None:
+            assert self.oldest is not None
+            for i in np.flatnonzero(rows).tolist():
+                events = self.events[i]
+                if events is None:
+                    events = self.events[i] = deque()
+                if not events:
+                    self.oldest[i] = now
+                events.append((now, float(amounts[i])))
+
+    def clear(self, rows: npt.NDArray[np.bool_] | None) -> None:
+        if rows is None:
+            self.amount[:] = 0.0
+            self.count[:] = 0
+        else:
+            self.amount[rows] = 0.0
+            self.count[rows] = 0
+        if self.events is not None:
+            assert self.oldest is not None
+            indices = range(len(self.events)) if rows is None else np.flatnonzero(rows).tolist()
+            for i in indices:
+                self.events[i] = None
+            if rows is None:
+                self.oldest[:] = math.inf
+            else:
+                self.oldest[rows] = math.inf
+
+
+def rule_key(namespace: Hashable, rule: Rule) -> Hashable:
+    """Where a rule's usage lives: as `PolicyState`, by its layer's namespace, id and definition.
+
+    A reload that keeps a budget rule unchanged keeps its usage; changing the budget starts afresh.
+    """
+    return (namespace, rule.id, rule.budget, rule.rate)
+
+
+def _scope_of(rule: Rule) -> tuple[str, float | None]:
+    limit: Any = rule.budget if rule.budget is not None else rule.rate
+    assert limit is not None
+    return limit.per, limit.window
+
+
+class BatchPolicyState:
+    """Budget and rate usage for a batch of `num_envs` independent rows (one per sub-env).
+
+    Pass it to ``gate.check_batch(batch, state)``: allowed rows consume in their own row. Owned
+    by one wrapper (not thread-safe). Usage is keyed as in `PolicyState` (the layer's namespace,
+    the rule id and its budget or rate), so a reload that keeps a rule keeps its usage.
+
+    Args:
+        num_envs: rows per batch; every batch checked with this state must have this size.
+        clock: seconds as a float for ``per: window`` (read once per batch); must not go back.
+
+    >>> state = BatchPolicyState(4)
+    >>> state.reset(np.array([True, False, False, True]))  # episodes ended in rows 0 and 3
+    """
+
+    def __init__(self, num_envs: int, clock: Clock = time.monotonic) -> None:
+        if not isinstance(num_envs, (int, np.integer)) or isinstance(num_envs, bool) or num_envs < 0:
+            raise ValueError(f"num_envs must be an int >= 0, got `{num_envs!r}`")
+        self.num_envs = int(num_envs)
+        self.clock = clock
+        self._usage: dict[Hashable, _Usage] = {}
+
+    # -- used by the batch evaluator ---------------------------------------------------------
+    def _get(self, namespace: Hashable, rule: Rule) -> _Usage:
+        key = rule_key(namespace, rule)
+        usage = self._usage.get(key)
+        if usage is None:
+            scope, window = _scope_of(rule)
+            usage = self._usage[key] = _Usage(scope, window, self.num_envs)
+        return usage
+
+    def rule_usage(self, namespace: Hashable, rule: Rule, now: float) -> tuple[FloatArray, CountArray]:
+        """(amount, count) arrays a stateful rule has consumed in its scope, per row, at `now`.
+
+        The arrays are the live state: read them, do not modify them.
+        """
+        usage = self._get(namespace, rule)
+        usage.prune(now)
+        return usage.amount, usage.count
+
+    def consume(self, namespace: Hashable, rule: Rule, rows: npt.NDArray[np.bool_], amounts: FloatArray,
+                now: float) -> None:
+        """Record one allowed action under a stateful rule in each row of `rows` (bool mask)."""
+        self._get(namespace, rule).consume(rows, amounts, now)
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    def reset(self, mask: npt.NDArray[np.bool_] | None = None) -> None:
+        """Episodes ended in the rows of `mask` (all rows if None): clear their ``per: episode`` usage."""
+        rows = self._rows(mask)
+        for usage in self._usage.values():
+            if usage.scope == "episode":
+                usage.clear(rows)
+
+    def end_sessions(self, mask: npt.NDArray[np.bool_] | None = None) -> None:
+        """Sessions ended in the rows of `mask` (all rows if None): clear all their usage."""
+        rows = self._rows(mask)
+        for usage in self._usage.values():
+            usage.clear(rows)
+
+    def usage(self, gate: PolicyGate, rule_id: str, layer: int = 0) -> tuple[FloatArray, CountArray]:
+        """Copies of (amount, count) per row that rule `rule_id` of `gate` (its `layer`) has used.
+
+        Window usage is as of the last batch checked (expired events are dropped when checked).
+        """
+        from rlguard.engine.batch_eval import layer_namespaces
+
+        for rule in gate.layers[layer].policy.rules:
+            if rule.id == rule_id and rule.stateful:
+                usage = self._usage.get(rule_key(layer_namespaces(gate)[layer], rule))
+                if usage is None:
+                    break
+                return usage.amount.copy(), usage.count.copy()
+        else:
+            raise KeyError(f"layer {layer} has no budget or rate rule `{rule_id}`")
+        return np.zeros(self.num_envs), np.zeros(self.num_envs, dtype=np.int64)
+
+    def _rows(self, mask: npt.NDArray[Any] | None) -> npt.NDArray[np.bool_] | None:
+        if mask is None:
+            return None
+        rows = np.asarray(mask)
+        if rows.dtype == np.bool_:
+            if rows.shape != (self.num_envs,):
+                raise ValueError(f"mask has shape {rows.shape}, expected ({self.num_envs},)\n"
+                                 "help: pass one bool per sub-env, e.g. `terminated | truncated`")
+            return rows
+        if rows.dtype.kind in "iu" and rows.ndim == 1:
+            if len(rows) and (int(rows.min()) < 0 or int(rows.max()) >= self.num_envs):
+                raise ValueError(f"row index out of range 0..{self.num_envs - 1} in `{rows.tolist()}`")
+            out = np.zeros(self.num_envs, dtype=bool)
+            out[rows] = True
+            return out
+        raise ValueError(f"mask must be a bool array or an array of row indices, got dtype {rows.dtype}")
+
+    def __repr__(self) -> str:
+        return f"BatchPolicyState(num_envs={self.num_envs}, rules={len(self._usage)})"
