@@ -29,8 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from rlguard import ActionContext, PolicyGate, PolicyState
-from rlguard.engine.batch import ActionBatch, BatchPolicyState, CodedColumn, ToolVocabulary
+from rlguard import ActionBatch, ActionContext, BatchPolicyState, CodedColumn, PolicyGate, PolicyState, ToolVocabulary
 
 ENVIRONMENTS = ["production", "dev", "staging"]
 AGENTS = ["trusted", "untrusted"]

@@ -27,8 +27,16 @@ from typing import Any
 
 import numpy as np
 
-from rlguard import PolicyGate, PolicyState, Verdict
-from rlguard.engine.batch import ActionBatch, BatchPolicyState, BatchVerdict, CodedColumn, ToolVocabulary
+from rlguard import (
+    ActionBatch,
+    BatchPolicyState,
+    BatchVerdict,
+    CodedColumn,
+    PolicyGate,
+    PolicyState,
+    ToolVocabulary,
+    Verdict,
+)
 from rlguard.engine.reference import decide
 from rlguard.engine.verdict import ACTION_CODES, SEVERITY_CODES, STRICTNESS
 
@@ -56,6 +64,11 @@ LISTS: tuple[list[Any], ...] = (["prod", "dev"], ["a"], ["", "ab", "/srv/app"], 
 OBJECTS: tuple[Any, ...] = (*STRINGS, *NUMBERS, True, False, None, None, math.nan, math.inf, -math.inf, b"x",
                             [], [1], ["prod", 1], [True, 1.0], ("a",), {"x": 1}, np.float64(2.5), np.int64(3),
                             np.bool_(True), 10**400, complex(1, 2))
+GROUP_RESIDUALS: tuple[dict[str, Any], ...] = (
+    {}, {"args.amount": {"gt": 2}}, {"environment": "prod"}, {"args.amount": {"gt": 2}, "environment": {"ne": "dev"}},
+    {"any": [{"args.amount": {"lte": 1}}, {"environment": "dev"}]}, {"not": {"environment": {"in": ["dev", "ab"]}}},
+)
+GROUP_LIMITS: tuple[dict[str, Any], ...] = ({"args.amount": {"lte": 5}}, {"environment": "prod"}, {"args.amount": 3})
 FLOATS = np.array([0.0, -0.0, 1.0, 2.0, 3.0, 0.5, 2.5, 100.0, math.nan, math.inf, -math.inf, 2.0**53, 2.0**53 + 2,
                    2.0**54, 2.0**54 + 4, 1e300, -1.0, 4.0])
 INTS = np.array([0, 1, 2, 3, 4, 5, -1, 100, 2**53, 2**53 + 1, -(2**53) - 1, 2**54 + 2, 2**63 - 1, -(2**63), 2**62 + 3],
@@ -168,6 +181,20 @@ class Gen:
         if self.chance(0.5):
             data["combine"] = self.pick(("first_match", "deny_overrides"))
         return data
+
+    def grouped_policy(self) -> dict[str, Any]:
+        """Rules that differ only in their tool condition, on conditions a clean batch always knows."""
+        rules = []
+        for i in range(int(self.rng.integers(2, 10))):
+            verdict = self.pick(("allow", "deny", "require_approval", "deny_if_exceeds", "warn"))
+            when = dict(self.pick(GROUP_RESIDUALS))
+            if self.chance(0.8):
+                when["tool"] = self.condition("tool")
+            rule: dict[str, Any] = {"id": f"g{i}", "verdict": verdict, "when": when}
+            if verdict == "deny_if_exceeds":
+                rule["limit"] = self.pick(GROUP_LIMITS)
+            rules.append(rule)
+        return {"version": 1, "default": self.pick(("allow", "deny")), "rules": rules}
 
     def gate(self, stateful: bool) -> PolicyGate:
         gate = PolicyGate.from_dict(self.policy(4 if stateful else 8, stateful))
@@ -284,8 +311,15 @@ class Report:
 
 
 def stateless_chunk(gen: Gen, vocab: ToolVocabulary, n: int, report: Report, chunk: int) -> None:
-    gate = gen.gate(stateful=False)
-    batch = gen.batch(gate, vocab, n)
+    if gen.chance(0.3):  # rules grouped by the evaluator, on a batch where their conditions are known
+        gate = PolicyGate.from_dict(gen.grouped_policy())
+        amount = gen.rng.integers(0, 8, size=n)
+        env = CodedColumn(gen.rng.integers(0, 3, size=n).astype(np.int32), ["prod", "dev", "ab"])
+        batch = ActionBatch(gen.rng.integers(len(vocab), size=n), vocab,
+                            {"args.amount": amount if gen.chance(0.5) else amount / 2, "environment": env})
+    else:
+        gate = gen.gate(stateful=False)
+        batch = gen.batch(gate, vocab, n)
     result = gate.check_batch(batch)
     for i in range(n):
         ctx = batch.context(i)
@@ -314,15 +348,15 @@ def stateful_chunk(gen: Gen, vocab: ToolVocabulary, n: int, report: Report, chun
             mask = gen.rng.random(envs) < 0.5
             if gen.chance(0.6):
                 state.reset(mask)
-                for i in np.flatnonzero(mask):
+                for i in np.flatnonzero(mask).tolist():
                     states[i].end_episode(keys[i])
             else:
                 state.end_sessions(mask)
-                for i in np.flatnonzero(mask):
+                for i in np.flatnonzero(mask).tolist():
                     states[i].clear()
 
 
-def run(rows: int, seed: int, chunk_rows: int = 256, show: int = 5) -> Report:
+def run(rows: int, seed: int, chunk_rows: int = 128, show: int = 5) -> Report:
     """Compare at least `rows` rows; returns the report (mismatches must be 0)."""
     gen = Gen(seed)
     vocab = ToolVocabulary(TOOL_NAMES)
@@ -342,7 +376,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rows", type=int, default=1_000_000, help="rows to compare (default 1000000)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the generator (default 0)")
-    parser.add_argument("--chunk", type=int, default=256, help="rows per random policy (default 256)")
+    parser.add_argument("--chunk", type=int, default=128, help="rows per random policy (default 128)")
     args = parser.parse_args(argv)
     start = time.perf_counter()
     report = run(args.rows, args.seed, args.chunk)

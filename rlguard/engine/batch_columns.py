@@ -308,10 +308,13 @@ class ActionBatch:
         tool: int codes of shape (N,), or one code for every row (then give `size`).
         vocab: the vocabulary the codes refer to.
         columns: field name (``args.amount_cents``, ``environment``, ``tool.trust_tier``, ...) to a
-            numeric array (float64 / int64; NaN and inf are present but Unknown), a bool array,
-            an object array (any Python values, None = missing), a (values, present_mask) pair of
-            arrays, a `CodedColumn`, or a plain scalar broadcast to every row (None = missing).
-            A field a policy reads and the batch lacks is missing in every row.
+            numeric array (float64 / int64, or narrower; NaN and inf are present but Unknown), a
+            bool array, a numpy str array, an object array (any Python values, None = missing), a
+            (values, present_mask) pair of arrays, a `CodedColumn`, or a plain scalar broadcast to
+            every row (None = missing). A field a policy reads and the batch lacks is missing in
+            every row. Strings are cheapest as a `CodedColumn`; object arrays cost Python work per
+            row (grouped into distinct values once per batch). Note that numpy str arrays drop
+            trailing NUL characters: pass such strings as a `CodedColumn` or an object array.
         size: the number of rows when `tool` is a single code (checked when both are given).
 
     Raises:

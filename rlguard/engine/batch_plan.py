@@ -38,10 +38,10 @@ Int32Array = npt.NDArray[np.int32]
 ALLOW, DENY, APPROVAL, EXCEEDS, WARN = range(5)
 _KIND = {"allow": ALLOW, "deny": DENY, "require_approval": APPROVAL, "deny_if_exceeds": EXCEEDS, "warn": WARN}
 FAILED: tuple[str, ...] = ("", "limit", "budget", "rate")
-_LIMIT, _BUDGET, _RATE = 1, 2, 3
+FAIL_LIMIT, FAIL_BUDGET, FAIL_RATE = 1, 2, 3
 MAX_RULES = 0x7FFF  # rule_index is int16
 #: strictness (allow 0, require_approval 1, deny 2) -> ACTION_CODES (allow 0, deny 1, require_approval 2)
-_ACTION_OF_STRICT = np.array([0, 2, 1], dtype=np.int8)
+ACTION_OF_STRICT = np.array([0, 2, 1], dtype=np.int8)
 
 
 def _encode(strict: int, pos: int, n_rules: int) -> int:
@@ -49,6 +49,7 @@ def _encode(strict: int, pos: int, n_rules: int) -> int:
 
 
 #: Interned comparisons: equal `Compare`s of any policy share an id, and so one memo entry per batch.
+#: Ids are never reused (caches key on them), so this grows with the distinct comparisons loaded.
 _compare_ids: dict[Compare, int] = {}
 _compare_ids_lock = threading.Lock()
 
@@ -182,11 +183,11 @@ def _compile(cond: Cond, tool_index: Callable[[Compare], int]) -> Node:
 
 # first_match "stop" codes: ``prio << 8 | definite << 7 | strictness << 5 | failed << 1 | indeterminate``
 # with ``prio = rules - position + 1``: the first rule that ends a row's evaluation has the highest.
-_DEFINITE = 0x80
+DEFINITE = 0x80
 
 
 def _stop(pos: int, n_rules: int, action: str, definite: bool) -> int:
-    return ((n_rules - pos + 1) << 8) | (_DEFINITE if definite else 1) | (STRICTNESS[action] << 5)
+    return ((n_rules - pos + 1) << 8) | (DEFINITE if definite else 1) | (STRICTNESS[action] << 5)
 
 
 class RulePlan:
@@ -248,7 +249,7 @@ class RuleGroup:
             code = rp.s_allow if self.exceeds or rp.kind == ALLOW else rp.s_self
             np.maximum(first, np.where(holds, code, 0), out=first)
             if second is not None:
-                np.maximum(second, np.where(holds, rp.s_self | (_LIMIT << 1), 0), out=second)
+                np.maximum(second, np.where(holds, rp.s_self | (FAIL_LIMIT << 1), 0), out=second)
         return first, second
 
 
@@ -323,7 +324,7 @@ class LayerPlan:
         keys = np.maximum(np.arange(3 * (n + 1) + 1) - 1, 0)
         strictness, position = keys // (n + 1), n - keys % (n + 1)
         self.strict_of = strictness.astype(np.int8)
-        self.action_of = _ACTION_OF_STRICT[strictness]
+        self.action_of = ACTION_OF_STRICT[strictness]
         self.rule_of = np.where(position == n, -1, position).astype(np.int16)
         severities = [SEVERITY_CODES[r.severity] for r in policy.rules] + [SEVERITY_CODES[DEFAULT_DENY_SEVERITY]]
         penalties = [r.penalty for r in policy.rules] + [SEVERITY_PENALTY[DEFAULT_DENY_SEVERITY]]

@@ -6,6 +6,10 @@ equivalence tests step both side by side). ``per: episode`` and ``per: session``
 numpy arrays of shape (num_envs,). ``per: window`` keeps, per row, a deque of the allowed events
 inside the window, so it costs Python work per row that consumes or whose oldest event expires;
 training usually counts per episode.
+
+Rows are the sessions: the batch's ``session`` column (if any) is a field like any other and does
+not key usage. Expired window events are dropped for every row at each batch (a `PolicyState`
+drops them when a check reads the rule); with a clock that never goes back the sums are the same.
 """
 
 from __future__ import annotations

@@ -22,8 +22,7 @@ from typing import Any
 import numpy as np
 from hypothesis import strategies as st
 
-from rlguard import ActionContext
-from rlguard.engine.batch import CodedColumn
+from rlguard import ActionContext, CodedColumn
 
 #: Fields the generated policies read (``tool`` is the tool name).
 FIELDS: tuple[str, ...] = (

@@ -15,8 +15,16 @@ import numpy as np
 from hypothesis import HealthCheck, currently_in_test_context, event, given, settings
 from hypothesis import strategies as st
 
-from rlguard import ActionContext, PolicyGate, PolicyState, Verdict
-from rlguard.engine.batch import ActionBatch, BatchPolicyState, BatchVerdict, ToolVocabulary
+from rlguard import (
+    ActionBatch,
+    ActionContext,
+    BatchPolicyState,
+    BatchVerdict,
+    PolicyGate,
+    PolicyState,
+    ToolVocabulary,
+    Verdict,
+)
 from rlguard.engine.context import MISSING, walk_path
 from rlguard.engine.reference import decide
 from rlguard.engine.verdict import ACTION_CODES, SEVERITY_CODES, STRICTNESS
@@ -29,7 +37,7 @@ from tests.engine.policy_strategies import (
     stateful_policies,
 )
 
-SETTINGS = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+SETTINGS = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 def make_gate(policy: dict[str, Any], child: dict[str, Any] | None) -> PolicyGate:
@@ -133,7 +141,7 @@ def test_rows_from_typed_columns_equal_single_call(policy: dict[str, Any], child
         assert_row(result, i, stateless_oracle(gate, batch.context(i)))
 
 
-@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(policy=policies(stateful=True) | stateful_policies(), child=st.none() | stateful_policies(),
        n=st.integers(1, 4), steps=st.integers(1, 7), data=st.data())
 def test_stateful_sequences_equal_step_by_step(policy: dict[str, Any], child: dict[str, Any] | None, n: int,
@@ -158,7 +166,7 @@ def test_stateful_sequences_equal_step_by_step(policy: dict[str, Any], child: di
                 batch_state.reset(mask)
             else:
                 batch_state.end_sessions(mask)
-            for i in np.flatnonzero(mask):
+            for i in np.flatnonzero(mask).tolist():
                 if event == "reset":
                     states[i].end_episode(sessions[i])
                 else:

@@ -4,6 +4,7 @@ errors, budgets and rates across episodes, sessions and windows, derived gates, 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -11,8 +12,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from rlguard import ActionContext, PolicyGate, PolicyState
-from rlguard.engine.batch import ActionBatch, BatchPolicyState, CodedColumn, ToolVocabulary
+from rlguard import (
+    ActionBatch,
+    ActionContext,
+    BatchPolicyState,
+    CodedColumn,
+    PolicyGate,
+    PolicyState,
+    ToolVocabulary,
+)
 from tests.engine.test_batch_equivalence import assert_row, stateless_oracle
 
 
@@ -212,7 +220,7 @@ def budget_gate(per: str, window: float | None = None, max_: float = 10, combine
         {"id": "spend", "when": {"tool": "pay"}, "verdict": "deny_if_exceeds", "budget": budget}]})
 
 
-def amounts_batch(vocab: ToolVocabulary, amounts: list[float]) -> ActionBatch:
+def amounts_batch(vocab: ToolVocabulary, amounts: Sequence[float]) -> ActionBatch:
     return ActionBatch(vocab.code("pay"), vocab, {"args.amount": np.array(amounts, dtype=np.float64)},
                        size=len(amounts))
 
@@ -396,3 +404,17 @@ def test_grouped_rules_on_known_columns(policy: dict[str, Any], data: st.DataObj
     env = CodedColumn(np.array(data.draw(st.lists(st.integers(0, 1), min_size=n, max_size=n)), dtype=np.int32),
                       ["prod", "dev"])
     check_rows(gate, ActionBatch(tool, vocab, {"args.x": x, "environment": env}))
+
+
+@pytest.mark.parametrize("warn_count", [1, 8, 9, 16, 17])
+def test_many_warn_rules_sum_penalties_in_file_order(warn_count: int) -> None:
+    # Up to 16 warn rules the penalties come from a table of exact sums; beyond, rule by rule.
+    rules: list[dict[str, Any]] = [
+        {"id": f"w{j}", "when": {"args.x": {"gt": j % 5}}, "verdict": "warn", "penalty": 0.1 * (j + 1),
+         "severity": ("low", "medium", "high", "critical")[j % 4]}
+        for j in range(warn_count)
+    ]
+    rules.append({"id": "big", "when": {"args.x": {"gt": 3}}, "verdict": "deny", "penalty": 1e-3})
+    gate = PolicyGate.from_dict({"version": 1, "default": "allow", "combine": "deny_overrides", "rules": rules})
+    batch = ActionBatch(0, ToolVocabulary(["t"]), {"args.x": np.arange(6)}, size=6)
+    check_rows(gate, batch)
