@@ -45,8 +45,7 @@ if TYPE_CHECKING:
 
 def layer_namespaces(gate: PolicyGate) -> list[Hashable]:
     """Where each layer of `gate` keeps its budget and rate usage: the single-call gate's keys."""
-    spaces: list[Hashable] = gate._namespaces()
-    return spaces
+    return gate.namespaces()
 
 
 # -- one layer ---------------------------------------------------------------------------------

@@ -120,7 +120,7 @@ def explain(gate: PolicyGate, ctx: ActionContext) -> Explanation:
     layers: list[LayerTrace] = []
     final: Verdict | None = None
     with gate.state.lock:
-        for layer, space in zip(gate.layers, gate._namespaces(), strict=True):
+        for layer, space in zip(gate.layers, gate.namespaces(), strict=True):
             verdict, _ = layer.decide(ctx, gate.state, space)
             rules = [] if is_invalid_tool_name(ctx.tool, tool) else [_rule_trace(r, ctx, tool) for r in layer.rules]
             layers.append(LayerTrace(layer.policy.name, layer.digest, rules, verdict))

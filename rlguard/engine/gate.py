@@ -114,7 +114,7 @@ class PolicyGate:
     def _check_layers(self, ctx: ActionContext, state: PolicyState) -> Verdict:
         # Decide every layer without consuming, then consume only if all of them allow.
         with state.lock:
-            spaces = self._namespaces()
+            spaces = self.namespaces()
             decisions = [layer.decide(ctx, state, space) for layer, space in zip(self._layers, spaces, strict=True)]
             final = decisions[0][0]
             for verdict, _ in decisions[1:]:
@@ -134,9 +134,12 @@ class PolicyGate:
 
         return evaluate_batch(self, batch, state)
 
-    def _namespaces(self) -> list[Hashable]:
-        # The root layer keeps its own namespace (so a derived gate sees the parent's usage);
-        # each child layer gets one of its own, even when it repeats a parent's rule ids.
+    def namespaces(self) -> list[Hashable]:
+        """Where each layer keeps its budget and rate usage in a shared state, root first.
+
+        The root layer keeps its policy's own namespace (so a derived gate sees the parent's
+        usage); each child layer gets one of its own, even when it repeats a parent's rule ids.
+        """
         return [layer.namespace if i == 0 else ("layer", i, layer.namespace) for i, layer in enumerate(self._layers)]
 
     def enforce(self, ctx: ActionContext, recorder: EvidenceRecorder, state: PolicyState | None = None) -> Verdict:
