@@ -14,7 +14,7 @@ from collections.abc import Callable, Hashable
 from typing import Any
 
 from rlguard.engine.context import MISSING, ActionContext, is_invalid_tool_name, normalize_tool_name, walk_path
-from rlguard.engine.model import AllOf, AnyOf, Compare, Cond, FieldRef, Not, Policy, Rule
+from rlguard.engine.model import AllOf, AnyOf, Compare, Cond, FieldRef, Not, Policy, Rule, split_tool_conditions
 from rlguard.engine.operators import as_number, scalar_predicate
 from rlguard.engine.state import PolicyState
 from rlguard.engine.verdict import SEVERITY_PENALTY, Verdict
@@ -27,6 +27,7 @@ _ALLOW, _DENY, _APPROVAL, _IF_EXCEEDS, _WARN = range(5)
 _KINDS = {"allow": _ALLOW, "deny": _DENY, "require_approval": _APPROVAL, "deny_if_exceeds": _IF_EXCEEDS, "warn": _WARN}
 _PLAN_CACHE_LIMIT = 8192
 _NO_CONSUME: Consume = ()
+_NOT_CACHED: Any = object()
 EVALUATION_ERROR_REASON = "evaluation error"
 
 
@@ -50,8 +51,11 @@ def _reader(ref: FieldRef) -> Callable[[ActionContext, str], Any]:
 
         def one(ctx: ActionContext, tool: str) -> Any:
             m = ctx[slot]
-            if m.__class__ is dict:
-                v = m.get(key, MISSING)
+            if type(m) is dict:
+                try:
+                    v = m.get(key, MISSING)
+                except Exception:  # a key object whose __eq__ raises: absent, as walk_path reads it
+                    return MISSING
                 return MISSING if v is None else v
             return walk_path(m, path)
 
@@ -65,20 +69,20 @@ def _fast_predicate(cmp: Compare) -> Callable[[Any], bool | None]:
     op, operand = cmp.op, cmp.operand
     if op == "eq" and operand.__class__ is str:
         def eq_str(v: Any) -> bool | None:
-            return v == operand if v.__class__ is str else generic(v)
+            return v == operand if type(v) is str else generic(v)
         return eq_str
     if op in ("lt", "lte", "gt", "gte"):
         bound = operand
         if op == "lte":
             def lte(v: Any) -> bool | None:
-                c = v.__class__
+                c = type(v)
                 if c is int or (c is float and math.isfinite(v)):
                     return bool(v <= bound)
                 return generic(v)
             return lte
         if op == "lt":
             def lt(v: Any) -> bool | None:
-                c = v.__class__
+                c = type(v)
                 if c is int or (c is float and math.isfinite(v)):
                     return bool(v < bound)
                 return generic(v)
@@ -130,16 +134,6 @@ def _compile(cond: Cond) -> CondFn:
     return any_of
 
 
-def _split_tool_conditions(when: Cond) -> tuple[list[Compare], Cond | None]:
-    """Top-level conditions on the tool name, and what is left (None when nothing is)."""
-    items = when.items if isinstance(when, AllOf) else (when,)
-    on_tool = [c for c in items if isinstance(c, Compare) and c.field.is_tool_name]
-    rest = tuple(c for c in items if not (isinstance(c, Compare) and c.field.is_tool_name))
-    if not rest:
-        return on_tool, None
-    return on_tool, rest[0] if len(rest) == 1 else AllOf(rest)
-
-
 # -- compiled rules and per-tool plans -----------------------------------------------------
 class _Step:
     """One rule in a tool's plan: its kind, its residual condition, its prebuilt verdicts."""
@@ -184,25 +178,32 @@ class CompiledPolicy:
         self._first_match = policy.combine == "first_match"
         self._factory = VerdictFactory(policy)
         self._verdict_default = self._factory.build(policy.default, None, False, "", ())
-        self._rule_parts: list[tuple[Rule, list[Callable[[Any], bool | None]], CondFn | None]] = []
+        self._rule_parts: list[tuple[Rule, list[Callable[[Any], bool | None]], CondFn | None, CondFn]] = []
         for rule in policy.rules:
-            on_tool, rest = _split_tool_conditions(rule.when)
-            self._rule_parts.append((rule, [scalar_predicate(c) for c in on_tool], _compile(rest) if rest else None))
+            on_tool, rest = split_tool_conditions(rule.when)
+            self._rule_parts.append((
+                rule, [scalar_predicate(c) for c in on_tool], _compile(rest) if rest else None, _compile(rule.when),
+            ))
         self._plans: dict[str, _Plan | None] = {}
 
     # -- plans -----------------------------------------------------------------------------
     def _plan(self, raw: str) -> _Plan | None:
         """The rules that can apply to a tool name (None: the name is invalid). Cached."""
-        if raw in self._plans:
-            return self._plans[raw]
+        cached = self._plans.get(raw, _NOT_CACHED)
+        if cached is not _NOT_CACHED:
+            return cached  # type: ignore[no-any-return]
         tool = normalize_tool_name(raw)
         if is_invalid_tool_name(raw, tool):
             plan = None
         else:
             steps = []
-            for rule, tool_preds, rest in self._rule_parts:
-                if all(p(tool) is True for p in tool_preds):
-                    steps.append(_Step(rule, rest, self._factory))
+            for rule, tool_preds, rest, full in self._rule_parts:
+                on_tool = [p(tool) for p in tool_preds]
+                if False in on_tool:
+                    continue
+                # Decided on the name alone: only the rest is left to evaluate per call. A name
+                # condition that is Unknown (a name too long to match) keeps the whole `when`.
+                steps.append(_Step(rule, rest if None not in on_tool else full, self._factory))
             plan = _Plan(tool, tuple(steps))
         if len(self._plans) >= _PLAN_CACHE_LIMIT:
             self._plans.clear()
@@ -214,7 +215,7 @@ class CompiledPolicy:
         """Decide one action and consume its budgets and rates when allowed. Never raises."""
         try:
             raw = ctx[0]
-            plan = self._plans.get(raw) if raw.__class__ is str else None
+            plan = self._plans.get(raw) if type(raw) is str else None
             if plan is None:
                 plan = self._plan(raw)
                 if plan is None:
@@ -227,7 +228,7 @@ class CompiledPolicy:
                 return verdict
             return self._run(plan, ctx, None, None)[0]
         except Exception as exc:  # fail closed: an evaluation error never allows
-            return self._error_verdict(exc)
+            return self.error_verdict(exc)
 
     def decide(
         self, ctx: ActionContext, state: PolicyState | None, namespace: Hashable = None
@@ -243,7 +244,7 @@ class CompiledPolicy:
                 return self._factory.invalid_tool(), _NO_CONSUME
             return self._run(plan, ctx, state, self.namespace if namespace is None else namespace)
         except Exception as exc:
-            return self._error_verdict(exc), _NO_CONSUME
+            return self.error_verdict(exc), _NO_CONSUME
 
     def apply(self, ctx: ActionContext, state: PolicyState, consume: Consume, namespace: Hashable = None) -> None:
         """Record the consumption of an allowed action."""
@@ -252,7 +253,8 @@ class CompiledPolicy:
         for index, amount in consume:
             state.consume(space, self.rules[index], session, amount)
 
-    def _error_verdict(self, exc: BaseException) -> Verdict:
+    def error_verdict(self, exc: BaseException) -> Verdict:
+        """The verdict when evaluation failed: deny, indeterminate (fail closed)."""
         return Verdict(
             action="deny", allowed=False, rule_id=None, reason=f"{EVALUATION_ERROR_REASON}: {type(exc).__name__}",
             severity="high", penalty=SEVERITY_PENALTY["high"], violations=(), indeterminate=True,

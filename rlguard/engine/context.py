@@ -48,8 +48,10 @@ class ActionContext(_Fields):
         session: Any = None,
         context: Mapping[str, Any] | None = None,
     ) -> ActionContext:
-        if tool.__class__ is not str and not isinstance(tool, str):
-            raise TypeError(f"ActionContext: `tool` must be a str, got {type(tool).__name__} {tool!r}")
+        if type(tool) is not str:
+            if not issubclass(type(tool), str):
+                raise TypeError(f"ActionContext: `tool` must be a str, got {type(tool).__name__}")
+            tool = str.__str__(tool)  # a str subclass is read as the string it holds, never its overrides
         if args is None:
             args = _EMPTY
         elif args.__class__ is not dict and not isinstance(args, Mapping):
@@ -63,6 +65,15 @@ class ActionContext(_Fields):
         elif context.__class__ is not dict and not isinstance(context, Mapping):
             raise TypeError(f"ActionContext: `context` must be a mapping, got {type(context).__name__}")
         return tuple.__new__(cls, (tool, args, tool_meta, environment, agent, session, context))
+
+    @classmethod
+    def _make(cls, iterable: Any) -> ActionContext:  # type: ignore[override]  # checks, unlike tuple's
+        return cls(*iterable)
+
+    def _replace(self, **changes: Any) -> ActionContext:
+        fields = self._asdict()
+        fields.update(changes)
+        return type(self)(**fields)
 
     def __repr__(self) -> str:
         return (
@@ -92,20 +103,27 @@ def normalize_tool_name(name: str) -> str:
     return unicodedata.normalize("NFKC", name).casefold()
 
 
-def is_invalid_tool_name(raw: str, normalized: str) -> bool:
-    """Empty, or holding a control, format or lone surrogate character (Unicode Cc / Cf / Cs).
+#: Longest tool name accepted (after normalization); longer names are invalid.
+MAX_TOOL_NAME_LENGTH = 1024
+# Control, format, surrogate, private-use and unassigned characters, and every kind of space or
+# line/paragraph separator: none belongs in a tool name, and each can make a name look like
+# another one (" shell.exec", "shell.exec\u2028") to a deny list.
+_INVALID_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zs", "Zl", "Zp"})
 
-    Checked before and after NFKC. Lone surrogates cannot even be written to evidence as UTF-8.
+
+def is_invalid_tool_name(raw: str, normalized: str) -> bool:
+    """Empty, too long, or holding a character of category C* (control, format, surrogate,
+    private use, unassigned) or Z* (space, line or paragraph separator), before or after NFKC.
     """
-    if not raw or not normalized:
+    if not raw or not normalized or len(normalized) > MAX_TOOL_NAME_LENGTH:
         return True
     for text in (raw, normalized):
-        if text.isprintable():
-            # isprintable() is False for every Cc, Cf and Cs character (and for some others,
-            # which the exact check below lets through).
+        if text.isprintable() and " " not in text:
+            # isprintable() is False for every character of those categories except the
+            # ASCII space, which is checked beside it.
             continue
         for ch in text:
-            if unicodedata.category(ch) in ("Cc", "Cf", "Cs"):
+            if unicodedata.category(ch) in _INVALID_CATEGORIES:
                 return True
     return False
 
@@ -121,10 +139,10 @@ def walk_path(value: Any, segments: tuple[str, ...]) -> Any:
             except Exception:  # a hostile mapping: treat as absent (Unknown), never raise
                 return MISSING
         elif isinstance(value, (list, tuple)) and seg.isdigit() and seg.isascii():
-            index = int(seg)
-            if index >= len(value):
+            try:
+                value = value[int(seg)]
+            except Exception:  # out of range, or a hostile sequence: absent (Unknown), never raise
                 return MISSING
-            value = value[index]
         else:
             return MISSING
     return MISSING if value is None else value

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from rlguard.engine.context import ActionContext, is_invalid_tool_name, normalize_tool_name
+from rlguard.engine.context import MISSING, ActionContext, is_invalid_tool_name, normalize_tool_name
 from rlguard.engine.model import AllOf, AnyOf, Compare, Cond, Not, Rule
 from rlguard.engine.operators import scalar_predicate
 from rlguard.engine.reference import read_field
@@ -13,6 +13,20 @@ from rlguard.engine.verdict import Verdict
 
 if TYPE_CHECKING:
     from rlguard.engine.gate import PolicyGate
+
+
+def _shown(value: Any) -> Any:
+    """The value as the trace shows it: plain scalars as they are, anything else as a short repr."""
+    if value is MISSING:
+        return None
+    cls = type(value)
+    if cls is str or cls is bool or cls is float or (cls is int and abs(value) < 10**30):
+        return value
+    try:
+        text = repr(value)
+    except Exception:
+        text = f"<{cls.__name__}>"
+    return text if len(text) <= 200 else text[:197] + "..."
 
 
 def _tri(value: bool | None) -> str:
@@ -93,8 +107,7 @@ def _trace(cond: Cond, ctx: ActionContext, tool: str, out: list[ConditionTrace])
             out.append(ConditionTrace(cond.field.name, cond.op, cond.operand, f"<error: {type(exc).__name__}>",
                                       "unknown"))
             return None
-        shown = None if value is None or repr(value) == "MISSING" else value
-        out.append(ConditionTrace(cond.field.name, cond.op, cond.operand, shown, _tri(result)))
+        out.append(ConditionTrace(cond.field.name, cond.op, cond.operand, _shown(value), _tri(result)))
         return result
     if isinstance(cond, AllOf):
         return tri_and([_trace(c, ctx, tool, out) for c in cond.items])
@@ -128,4 +141,4 @@ def explain(gate: PolicyGate, ctx: ActionContext) -> Explanation:
                 final = verdict
     assert final is not None
     del PolicyState
-    return Explanation(ctx.tool, layers, final)
+    return Explanation(str(_shown(ctx.tool)), layers, final)

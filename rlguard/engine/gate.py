@@ -106,23 +106,26 @@ class PolicyGate:
     # -- the hot path ----------------------------------------------------------------------
     def check(self, ctx: ActionContext, state: PolicyState | None = None) -> Verdict:
         """Decide one action. Allowed actions consume budgets and rates in `state` (default: ours)."""
-        layers = self._layers
+        layers = self._layers  # one snapshot: a concurrent reload swaps the tuple, never mutates it
         if len(layers) == 1:
             return layers[0].check(ctx, self.state if state is None else state)
-        return self._check_layers(ctx, self.state if state is None else state)
+        return self._check_layers(layers, ctx, self.state if state is None else state)
 
-    def _check_layers(self, ctx: ActionContext, state: PolicyState) -> Verdict:
+    def _check_layers(self, layers: tuple[CompiledPolicy, ...], ctx: ActionContext, state: PolicyState) -> Verdict:
         # Decide every layer without consuming, then consume only if all of them allow.
+        spaces = _namespaces_of(layers)
         with state.lock:
-            spaces = self.namespaces()
-            decisions = [layer.decide(ctx, state, space) for layer, space in zip(self._layers, spaces, strict=True)]
+            decisions = [layer.decide(ctx, state, space) for layer, space in zip(layers, spaces, strict=True)]
             final = decisions[0][0]
             for verdict, _ in decisions[1:]:
                 if STRICTNESS[verdict.action] > STRICTNESS[final.action]:
                     final = verdict
             if final.allowed:
-                for layer, space, (_, consume) in zip(self._layers, spaces, decisions, strict=True):
-                    layer.apply(ctx, state, consume, space)
+                try:
+                    for layer, space, (_, consume) in zip(layers, spaces, decisions, strict=True):
+                        layer.apply(ctx, state, consume, space)
+                except Exception as exc:  # usage could not be recorded: fail closed
+                    return layers[0].error_verdict(exc)
         return final
 
     def check_batch(self, batch: ActionBatch, state: BatchPolicyState | None = None) -> BatchVerdict:
@@ -140,7 +143,7 @@ class PolicyGate:
         The root layer keeps its policy's own namespace (so a derived gate sees the parent's
         usage); each child layer gets one of its own, even when it repeats a parent's rule ids.
         """
-        return [layer.namespace if i == 0 else ("layer", i, layer.namespace) for i, layer in enumerate(self._layers)]
+        return _namespaces_of(self._layers)
 
     def enforce(self, ctx: ActionContext, recorder: EvidenceRecorder, state: PolicyState | None = None) -> Verdict:
         """Check, record, then return the verdict if allowed; raise if not. The action never runs unrecorded.
@@ -182,6 +185,10 @@ class PolicyGate:
     def __repr__(self) -> str:
         names = ", ".join(repr(c.policy.name or c.digest[:12]) for c in self._layers)
         return f"PolicyGate({names})"
+
+
+def _namespaces_of(layers: tuple[CompiledPolicy, ...]) -> list[Hashable]:
+    return [layer.namespace if i == 0 else ("layer", i, layer.namespace) for i, layer in enumerate(layers)]
 
 
 def _rebuild_gate(sources: tuple[Any, ...]) -> PolicyGate:

@@ -174,3 +174,16 @@ def iter_compares(cond: Cond) -> list[Compare]:
     for item in cond.items:
         out.extend(iter_compares(item))
     return out
+
+
+def split_tool_conditions(when: Cond) -> tuple[list[Compare], Cond | None]:
+    """The top-level conditions on the tool name, and the rest (None when nothing is left).
+
+    Both evaluators index rules by tool name with it: the first part is decided once per name.
+    """
+    items = when.items if isinstance(when, AllOf) else (when,)
+    on_tool = [c for c in items if isinstance(c, Compare) and c.field.is_tool_name]
+    rest = tuple(c for c in items if not (isinstance(c, Compare) and c.field.is_tool_name))
+    if not rest:
+        return on_tool, None
+    return on_tool, rest[0] if len(rest) == 1 else AllOf(rest)

@@ -17,44 +17,71 @@ import numpy as np
 from rlguard.engine.context import MISSING
 from rlguard.engine.model import Compare
 
+#: Longest string `glob` and `regex` match; a longer value is Unknown (bounds backtracking time).
+MAX_MATCH_LENGTH = 4096
+
 NUM = "num"
 STR = "str"
 BOOL = "bool"
 OTHER = "other"
 
 
+_NUMPY_INTS = frozenset(t for t in np.sctypeDict.values() if issubclass(t, np.integer))
+_NUMPY_FLOATS = frozenset(t for t in np.sctypeDict.values() if issubclass(t, np.floating))
+
+# Values are classified by `type(value)`, never `value.__class__` or `isinstance` (which an object
+# can fake), and converted with the base type's own method (`str.__str__`, `int.__int__`,
+# `float.__float__`), which a subclass cannot override: a `str` subclass whose `__str__` lies, or
+# an `int` subclass whose `__int__` lies, is compared by the value it really holds.
+
+
 def kind_of(value: Any) -> str:
     """The comparison category of a value: num (finite or not), str, bool or other."""
-    cls = value.__class__
+    cls = type(value)
     if cls is str:
         return STR
-    if cls is bool:
+    if cls is bool or cls is np.bool_:
         return BOOL
-    if cls is int or cls is float:
+    if cls is int or cls is float or cls in _NUMPY_INTS or cls in _NUMPY_FLOATS:
         return NUM
-    if isinstance(value, (bool, np.bool_)):
-        return BOOL
-    if isinstance(value, str):
+    if issubclass(cls, str):
         return STR
-    if isinstance(value, (int, float, np.integer, np.floating)):
+    if issubclass(cls, bool):  # pragma: no cover - bool cannot be subclassed
+        return BOOL
+    if issubclass(cls, (int, float)):
         return NUM
     return OTHER
 
 
 def as_number(value: Any) -> int | float | None:
     """A finite Python number, or None when `value` is not a finite non-bool number."""
-    cls = value.__class__
+    cls = type(value)
     if cls is int:
-        return int(value)
+        return value  # type: ignore[no-any-return]
     if cls is float:
-        return float(value) if math.isfinite(value) else None
-    if isinstance(value, (bool, np.bool_)):
+        return value if math.isfinite(value) else None
+    if cls is bool or cls is np.bool_:
         return None
-    if isinstance(value, (int, np.integer)):
+    if cls in _NUMPY_INTS:
         return int(value)
-    if isinstance(value, (float, np.floating)):
+    if cls in _NUMPY_FLOATS:
         f = float(value)
         return f if math.isfinite(f) else None
+    if issubclass(cls, int):
+        return int.__int__(value)
+    if issubclass(cls, float):
+        f = float.__float__(value)
+        return f if math.isfinite(f) else None
+    return None
+
+
+def as_text(value: Any) -> str | None:
+    """`value` as an exact `str`, or None when it is not a string."""
+    cls = type(value)
+    if cls is str:
+        return value  # type: ignore[no-any-return]
+    if issubclass(cls, str):
+        return str.__str__(value)
     return None
 
 
@@ -63,9 +90,10 @@ def as_scalar(value: Any, kind: str) -> Any:
     if kind == NUM:
         return as_number(value)
     if kind == STR:
-        return str(value) if isinstance(value, str) else None
+        return as_text(value)
     if kind == BOOL:
-        return bool(value) if isinstance(value, (bool, np.bool_)) else None
+        cls = type(value)
+        return bool(value) if cls is bool or cls is np.bool_ else None
     return None
 
 
@@ -165,9 +193,10 @@ def scalar_predicate(cmp: Compare) -> Callable[[Any], bool | None]:
         pattern = operand
 
         def glob(v: Any) -> bool | None:
-            if v is MISSING or not isinstance(v, str):
+            text = as_text(v)
+            if text is None or len(text) > MAX_MATCH_LENGTH:
                 return None
-            return fnmatchcase(str(v), pattern)
+            return fnmatchcase(text, pattern)
 
         return glob
 
@@ -176,9 +205,10 @@ def scalar_predicate(cmp: Compare) -> Callable[[Any], bool | None]:
         rx = cmp.pattern
 
         def regex(v: Any) -> bool | None:
-            if v is MISSING or not isinstance(v, str):
+            text = as_text(v)
+            if text is None or len(text) > MAX_MATCH_LENGTH:
                 return None
-            return rx.fullmatch(str(v)) is not None
+            return rx.fullmatch(text) is not None
 
         return regex
 
@@ -189,11 +219,12 @@ def scalar_predicate(cmp: Compare) -> Callable[[Any], bool | None]:
         def contains(v: Any) -> bool | None:
             if v is MISSING:
                 return None
-            if isinstance(v, str):
+            text = as_text(v)
+            if text is not None:
                 if kind != STR:
                     return None
-                return needle in str(v)
-            if isinstance(v, (list, tuple)):
+                return needle in text
+            if issubclass(type(v), (list, tuple)):
                 for item in v:
                     x = as_scalar(item, kind)
                     if x is not None and x == needle:
@@ -207,9 +238,10 @@ def scalar_predicate(cmp: Compare) -> Callable[[Any], bool | None]:
         roots = tuple(operand)
 
         def under(v: Any) -> bool | None:
-            if v is MISSING or not isinstance(v, str):
+            text = as_text(v)
+            if text is None:
                 return None
-            p = normalize_path(str(v))
+            p = normalize_path(text)
             if p is None:
                 return None
             return any(path_is_under(p, r) for r in roots)

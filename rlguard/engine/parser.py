@@ -10,6 +10,8 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+import numpy as np
+
 from rlguard.engine.context import normalize_tool_name
 from rlguard.engine.errors import PolicyError, Problem
 from rlguard.engine.model import (
@@ -39,6 +41,7 @@ BUDGET_KEYS = ("field", "max", "per", "window")
 RATE_KEYS = ("max", "per", "window")
 SCOPES = ("episode", "session", "window")
 GROUP_KEYS = ("any", "all", "not")
+_GLOB_META = "*?[]"
 _RULE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:\-]*$")
 _NAME_OPS = ("eq", "ne", "in", "not_in", "glob", "regex", "exists")
 
@@ -128,7 +131,7 @@ class _Parser:
         version = data.get("version")
         if "version" not in data:
             self.problem("missing `version`", (), hint="add `version: 1` at the top", code="missing_key")
-        elif version != 1 or isinstance(version, bool):
+        elif type(version) is not int or version != 1:
             self.problem(
                 f"unsupported version `{version}`", ("version",),
                 hint="this rlguard reads policy language version 1: write `version: 1`",
@@ -428,7 +431,14 @@ class _Parser:
                 self.problem(f"`glob` on `{ref.name}`{self.in_rule(rid)} needs a string pattern", path,
                              rule_id=rid, hint='e.g. `glob: "*.write"`', code="invalid_operand")
                 return None
-            return Compare(ref, op, norm(operand))
+            pattern = norm(operand)
+            if ref.is_tool_name and [c for c in pattern if c in _GLOB_META] != [c for c in operand if c in _GLOB_META]:
+                self.problem(f"tool pattern `{operand}`{self.in_rule(rid)} changes its wildcards when normalized "
+                             f"(to `{pattern}`)", path, rule_id=rid, code="invalid_operand",
+                             hint="write the pattern with plain ASCII `*`, `?` and `[...]`, and spell the name "
+                                  "as it is normalized (NFKC, lower case)")
+                return None
+            return Compare(ref, op, pattern)
         if op == "regex":
             if not isinstance(operand, str):
                 self.problem(f"`regex` on `{ref.name}`{self.in_rule(rid)} needs a string pattern", path,
@@ -553,10 +563,50 @@ def policy_digest(data: Any) -> str:
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
 
+def _plain(value: Any, path: tuple[Any, ...], file: str | None) -> Any:
+    """A private copy of policy data as plain JSON-like values (the policy never aliases the caller's)."""
+    cls = type(value)
+    if value is None or cls in (bool, int, float):
+        return value
+    if issubclass(cls, str):
+        text = str.__str__(value)
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            raise PolicyError.single(
+                f"text at `{'.'.join(map(str, path)) or '<top>'}` is not valid Unicode (a lone surrogate)",
+                file=file, code="encoding", hint="remove the surrogate escape (e.g. `\\ud800`)",
+            ) from None
+        return text
+    if issubclass(cls, (bool, np.bool_)):
+        return bool(value)
+    if issubclass(cls, (int, np.integer)):
+        return int(value)
+    if issubclass(cls, (float, np.floating)):
+        return float(value)
+    if isinstance(value, Mapping):
+        out: dict[str, Any] = {}
+        for key, item in value.items():
+            if type(key) is not str:
+                raise PolicyError.single(
+                    f"key `{key!r}` at `{'.'.join(map(str, path)) or '<top>'}` is not a string", file=file,
+                    code="invalid_type", hint="policy keys are strings",
+                )
+            out[key] = _plain(item, (*path, key), file)
+        return out
+    if isinstance(value, (list, tuple)):
+        return [_plain(item, (*path, i), file) for i, item in enumerate(value)]
+    raise PolicyError.single(
+        f"unsupported value of type `{cls.__name__}` at `{'.'.join(map(str, path)) or '<top>'}`", file=file,
+        code="invalid_type", hint="policies hold strings, numbers, booleans, null, lists and mappings",
+    )
+
+
 def parse_policy(data: Any, source: SourceMap | None = None, file: str | None = None) -> Policy:
     """Check policy data and build a `Policy`. Raises `PolicyError` listing every problem."""
     parser = _Parser(source, file)
     try:
+        data = _plain(data, (), file)
         policy = parser.policy(data)
     except RecursionError:
         raise PolicyError.single("policy is nested too deeply", file=file, code="too_deep") from None

@@ -15,6 +15,8 @@ from collections import OrderedDict, deque
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from rlguard.engine.model import Rule
 
 Clock = Callable[[], float]
@@ -35,16 +37,41 @@ class _RuleUsage:
             return
         events = self.events
         horizon = now - self.window
+        if not events or events[0][0] > horizon:
+            return
         while events and events[0][0] <= horizon:
-            _, amount = events.popleft()
-            self.amount -= amount
-            self.count -= 1
-        if not events:  # no float drift once the window is empty
-            self.amount = 0.0
-            self.count = 0
+            events.popleft()
+        # Usage is the float64 sum of the live events, added in order; subtracting the expired
+        # amounts from a running total would drift (and could let a budget through).
+        total = 0.0
+        for _, amount in events:
+            total += amount
+        self.amount = total
+        self.count = len(events)
 
     def empty(self) -> bool:
         return self.count == 0 and self.amount == 0.0
+
+
+def _usable_session(session: Hashable) -> bool:
+    """A session key whose usage can be found again: it hashes, and holds no NaN.
+
+    A NaN (even inside a tuple) hashes by identity, so a session built anew with one would get
+    fresh usage on every call; such sessions make stateful rules Unknown (deny).
+    """
+    try:
+        hash(session)
+    except Exception:
+        return False
+    return not _holds_nan(session)
+
+
+def _holds_nan(value: object) -> bool:
+    if isinstance(value, (float, np.floating)):
+        return bool(value != value)
+    if isinstance(value, (tuple, frozenset)):
+        return any(_holds_nan(item) for item in value)
+    return False
 
 
 def _scope_of(rule: Rule) -> tuple[str, float | None]:
@@ -109,9 +136,7 @@ class PolicyState:
         `namespace` keeps apart rules of different policies that share this state (the gate
         passes its layer's position and policy name).
         """
-        try:
-            hash(session)
-        except TypeError:
+        if not _usable_session(session):
             return None, None
         table = self._session(session, create=True)
         if table is None:

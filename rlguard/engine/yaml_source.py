@@ -121,6 +121,18 @@ class _Converter:
             message, file=self.file, line=mark.line + 1, column=mark.column + 1, hint=hint, code=code
         )
 
+    def scalar(self, node: yaml.Node) -> Any:
+        try:
+            return self.constructor.construct_object(node, deep=True)
+        except yaml.constructor.ConstructorError:
+            raise
+        except (ValueError, KeyError, IndexError, TypeError, OverflowError):
+            # e.g. `!!int abc`, `!!bool maybe`, an integer of thousands of digits
+            raise self.fail(
+                f"invalid value `{str(node.value)[:40]}` for its type", node,
+                "quote it to make it a string, or write a plain number or `true` / `false`", code="yaml",
+            ) from None
+
     def convert(self, node: yaml.Node, path: Path, depth: int) -> Any:
         self.nodes += 1
         if self.nodes > MAX_NODES:
@@ -140,7 +152,7 @@ class _Converter:
         if isinstance(node, yaml.ScalarNode):
             if node.tag == "tag:yaml.org,2002:timestamp":
                 return node.value
-            return self.constructor.construct_object(node, deep=True)
+            return self.scalar(node)
         if isinstance(node, yaml.SequenceNode):
             return [self.convert(item, (*path, i), depth + 1) for i, item in enumerate(node.value)]
         if isinstance(node, yaml.MappingNode):
@@ -151,7 +163,7 @@ class _Converter:
                         "mapping keys must be plain strings", key_node,
                         "write the key as a plain word, e.g. `tool:`", code="yaml_key",
                     )
-                key = self.constructor.construct_object(key_node, deep=True)
+                key = self.scalar(key_node)
                 if not isinstance(key, str):
                     key = str(key_node.value)
                 key_path = (*path, key)
@@ -193,7 +205,13 @@ def load_yaml(text: str | bytes, file: str | None = None) -> tuple[Any, SourceMa
             hint="split the policy, or derive child policies for subagents",
         )
     _scan_nesting(text, file)
-    loader = yaml.SafeLoader(text)
+    try:
+        loader = yaml.SafeLoader(text)
+    except yaml.reader.ReaderError as exc:
+        raise PolicyError.single(
+            f"invalid character in the policy: {exc.reason}", file=file, code="yaml",
+            hint="remove control characters (other than tab and newline) and lone surrogates",
+        ) from None
     try:
         node = loader.get_single_node()
     except yaml.MarkedYAMLError as exc:
@@ -207,6 +225,11 @@ def load_yaml(text: str | bytes, file: str | None = None) -> tuple[Any, SourceMa
             f"invalid YAML: {problem}", file=file,
             line=mark.line + 1 if mark else None, column=mark.column + 1 if mark else None,
             hint="check the indentation and quoting around this place", code="yaml",
+        ) from None
+    except yaml.reader.ReaderError as exc:
+        raise PolicyError.single(
+            f"invalid character in the policy: {exc.reason}", file=file, code="yaml",
+            hint="remove control characters (other than tab and newline) and lone surrogates",
         ) from None
     except yaml.YAMLError as exc:
         raise PolicyError.single(f"invalid YAML: {exc}", file=file, code="yaml") from None

@@ -277,17 +277,25 @@ def test_hostile_tool_name_and_session_never_raise() -> None:
     budget = {"version": 1, "rules": [{"id": "cap", "when": {"tool": "t"}, "verdict": "deny_if_exceeds",
                                        "rate": {"max": 5, "per": "session"}}]}
     g = PolicyGate.from_dict(budget)
-    for ctx in (ActionContext(HostileStr("t")), ActionContext("t", session=[1, 2]),
-                ActionContext("t", session={"a": 1}), ActionContext("t", session=Hostile())):
+    for ctx in (ActionContext("t", session=[1, 2]), ActionContext("t", session={"a": 1}),
+                ActionContext("t", session=Hostile()), ActionContext("t", session=float("nan")),
+                ActionContext("t", session=("u", float("nan")))):
         v = g.check(ctx)
         assert not v.allowed, v
+        assert v.indeterminate
     assert g.check(ActionContext("t", session="ok")).allowed
+    # A str subclass is read as the string it holds: its overrides never reach the gate.
+    hostile = ActionContext(HostileStr("t"), session="ok")
+    assert type(hostile.tool) is str and hostile.tool == "t"
+    assert g.check(hostile) == g.check(ActionContext("t", session="other"))
 
 
 def test_evaluation_errors_deny() -> None:
-    # §8.5: a value whose __str__ raises while a rule compares it stops evaluation with a deny.
-    g = PolicyGate.from_dict(ALL_OPERATORS_POLICY)
-    v = g.check(ActionContext("t", {"v": HostileStr("a")}))
+    # §8.5: a value that raises while a rule reads it (here a list whose iteration raises, under
+    # `contains`) stops evaluation with a deny.
+    g = PolicyGate.from_dict({"version": 1, "default": "allow", "rules": [
+        {"id": "r-contains", "when": {"args.v": {"contains": "a"}}, "verdict": "deny"}]})
+    v = g.check(ActionContext("t", {"v": HostileList(["a"])}))
     assert (v.action, v.allowed, v.rule_id, v.reason) == ("deny", False, None, "evaluation error: RuntimeError")
     assert (v.severity, v.penalty, v.violations, v.indeterminate) == ("high", 50.0, (), True)
     assert v.policy_digest == g.digest
