@@ -3,11 +3,12 @@
 Column values stay numpy arrays until orjson serializes them (``OPT_SERIALIZE_NUMPY``), so the
 cost is a few array operations and one serialization, not a Python loop over rows. Only object
 columns (arbitrary Python values) are converted element by element, and only for the rows kept.
+On a small step every numpy call costs more than its data, so the code below prefers fewer calls
+(and ``count_nonzero`` over ``all``) to shorter lines.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -25,23 +26,38 @@ IntArray = npt.NDArray[np.intp]
 DETAILS: tuple[str, ...] = ("violations", "all", "summary")
 #: The ``by_rule`` key for rows decided by the policy default (rule ids cannot start with "(").
 DEFAULT_RULE = "(default)"
+_INT8 = np.dtype(np.int8)
+_NO_ACTION: npt.NDArray[np.int8] = np.zeros(0, dtype=np.int8)
+_NO_RULE: npt.NDArray[np.int16] = np.zeros(0, dtype=np.int16)
+# Per tuple of rule ids (a policy's do not change): the tuple and the ``by_rule`` key of each rule
+# index + 1 (the default first).
+_rule_keys: dict[int, tuple[tuple[str, ...], tuple[str, ...]]] = {}
 
 
 def batch_record(
     batch: ActionBatch, verdicts: BatchVerdict, *, step: int, detail: str, redactor: Redactor
 ) -> dict[str, Any]:
     """The fields of a ``batch`` record (seq, ts, prev and hash are added by the recorder)."""
-    action = verdicts.action
-    n = int(action.shape[0])
+    allowed = verdicts.allowed
+    n = int(allowed.shape[0])
     if batch.size != n:
         raise ValueError(f"the batch has {batch.size} rows but the verdicts have {n}\n"
                          "help: pass the BatchVerdict that gate.check_batch returned for this batch")
     rule_ids: tuple[str, ...] = verdicts.rule_ids
-    rule = _flat_rule_index(verdicts)
-    blocked = (action != 0).nonzero()[0]  # faster than flatnonzero on int8
-    # Counts come from the refused rows only (usually few): allow is what is left.
-    blocked_action, blocked_rule = action[blocked], rule[blocked]
-    deny = int(np.count_nonzero(blocked_action == 1))
+    blocked = np.logical_not(allowed).nonzero()[0]
+    # Counts come from the refused rows only (usually few): allow is what is left. A verdict may
+    # decode its per-row arrays on first use, so they are not touched when no row was refused.
+    if blocked.shape[0] or detail == "all":
+        action = verdicts.action
+        blocked_action = action[blocked]
+        blocked_rule = _rule_index(verdicts, blocked)
+    else:
+        action = blocked_action = _NO_ACTION
+        blocked_rule = _NO_RULE
+    if blocked_action.dtype == _INT8:
+        deny = blocked_action.tobytes().count(1)  # one C loop; a numpy comparison costs more here
+    else:
+        deny = int(np.count_nonzero(blocked_action == 1))
     approval = int(blocked.shape[0]) - deny
     indeterminate = int(np.count_nonzero(verdicts.indeterminate))
     warnings = verdicts.warnings
@@ -52,7 +68,7 @@ def batch_record(
         "detail": detail,
         "policy_digest": verdicts.policy_digest,
         "counts": {"allow": n - deny - approval, "deny": deny, "require_approval": approval},
-        "by_rule": _by_rule(blocked_rule, rule_ids),
+        "by_rule": _by_rule(blocked_rule, _keys(rule_ids)),
         "indeterminate": indeterminate,
         "warned": 0,
         "warnings": {},
@@ -68,20 +84,19 @@ def batch_record(
     redacted: list[str] = []
     columns: dict[str, Any] = {}
     for name, column in batch.columns.items():
-        path = f"rows.fields.{name}"
-        if any(redactor.is_secret(part) for part in name.split(".")[1:] or [name]):
+        if redactor.is_secret_field(name):
             columns[name] = {"value": REDACTED}
-            redacted.append(path)
+            redacted.append(f"rows.fields.{name}")
         else:
-            columns[name] = _column(column, rows, redactor, path, redacted)
+            columns[name] = _column(column, rows, redactor, name, redacted)
     out: dict[str, Any] = {
-        "action": blocked_action if violations else action,
-        "rule": blocked_rule if violations else rule,
-        "tool": batch.tool[rows],
+        "action": blocked_action if violations else _contiguous(action),
+        "rule": blocked_rule if violations else _rule_index(verdicts, rows),
+        "tool": batch.tool[rows] if violations else _contiguous(batch.tool),
         "fields": columns,
     }
     if indeterminate:  # per-row flags only when some row has one (most steps have none)
-        out["indeterminate"] = verdicts.indeterminate[rows]
+        out["indeterminate"] = _contiguous(verdicts.indeterminate[rows])
     if violations:
         out["index"] = blocked
     record["rows"] = out
@@ -92,33 +107,51 @@ def batch_record(
     return record
 
 
-def _flat_rule_index(verdicts: BatchVerdict) -> np.ndarray:
-    """Each row's deciding rule as an index into ``rule_ids`` (over all layers), -1 for the default."""
+def _contiguous(array: npt.NDArray[Any]) -> npt.NDArray[Any]:
+    # orjson serializes only C-contiguous arrays; a column can be a strided view (``obs[:, 3]``).
+    return array if array.flags.c_contiguous else np.ascontiguousarray(array)
+
+
+def _keys(rule_ids: tuple[str, ...]) -> tuple[str, ...]:
+    cached = _rule_keys.get(id(rule_ids))
+    if cached is None or cached[0] is not rule_ids:
+        if len(_rule_keys) >= 64:
+            _rule_keys.clear()
+        cached = (rule_ids, (DEFAULT_RULE, *rule_ids))
+        _rule_keys[id(rule_ids)] = cached
+    return cached[1]
+
+
+def _rule_index(verdicts: BatchVerdict, rows: IntArray | slice) -> np.ndarray:
+    """The deciding rule of `rows` as an index into ``rule_ids`` (over all layers), -1 for the default."""
+    index = verdicts.rule_index[rows]
     if len(verdicts.layer_offsets) == 1:
-        return verdicts.rule_index
-    index = verdicts.rule_index.astype(np.int32)
-    offsets = np.asarray(verdicts.layer_offsets, dtype=np.int32)[verdicts.layer]
-    return np.where(index < 0, -1, offsets + index)
+        return _contiguous(index)
+    offsets = np.asarray(verdicts.layer_offsets, dtype=np.int32)[verdicts.layer[rows]]
+    return np.where(index < 0, -1, offsets + index.astype(np.int32))
 
 
-def _by_rule(deciding: np.ndarray, rule_ids: Sequence[str]) -> dict[str, int]:
+def _by_rule(deciding: np.ndarray, keys: tuple[str, ...]) -> dict[str, int]:
+    """Rows per deciding rule; `keys` are the ``by_rule`` keys of rule index + 1 (the default first)."""
     if deciding.shape[0] == 0:
         return {}
-    counts = np.bincount(deciding + 1, minlength=len(rule_ids) + 1)
-    return {
-        (DEFAULT_RULE if k == 0 else rule_ids[k - 1]): int(counts[k]) for k in np.flatnonzero(counts).tolist()
-    }
+    counts = np.bincount(deciding + 1, minlength=len(keys))
+    if counts.shape[0] <= 64:  # a short list beats a flatnonzero and a gather
+        return {keys[k]: c for k, c in enumerate(counts.tolist()) if c}
+    nonzero = np.flatnonzero(counts).tolist()
+    return dict(zip([keys[k] for k in nonzero], counts[nonzero].tolist(), strict=True))
 
 
-def _column(column: PreparedColumn, rows: IntArray | slice, redactor: Redactor, path: str, redacted: list[str]) -> Any:
+def _column(column: PreparedColumn, rows: IntArray | slice, redactor: Redactor, name: str, redacted: list[str]) -> Any:
     """One field's values for `rows`, in one of the documented column encodings."""
     kind = column.kind
+    path = f"rows.fields.{name}"
     if kind == "scalar":
         value = None if column.value is MISSING else column.value
         return {"value": redactor.clean(value, path, redacted)}
     if kind == "coded":
         assert column.codes is not None and column.values is not None
-        codes = column.codes[rows]
+        codes = _contiguous(column.codes[rows])
         values = column.values
         if len(values) > codes.shape[0]:  # keep only the values these rows use
             used, codes = np.unique(codes, return_inverse=True)
@@ -127,15 +160,17 @@ def _column(column: PreparedColumn, rows: IntArray | slice, redactor: Redactor, 
                 codes = codes - 1
                 used = used[1:]
             values = [values[c] for c in used.tolist()]
+        if all(value.__class__ is str or value is None for value in values):
+            return {"codes": codes, "values": list(values)}  # what `clean` would return
         return {"codes": codes, "values": redactor.clean(list(values), path, redacted)}
-    data = column.data[rows]
+    data = _contiguous(column.data[rows])
     if kind == "float":
         data = _floats(data, redactor, path, redacted)
     elif kind in ("object", "unicode"):
         data = redactor.clean(data.tolist(), path, redacted)
     if column.present is None:
         return data
-    return {"values": data, "present": column.present[rows]}
+    return {"values": data, "present": _contiguous(column.present[rows])}
 
 
 def _floats(data: npt.NDArray[np.float64], redactor: Redactor, path: str, redacted: list[str]) -> Any:
@@ -145,8 +180,8 @@ def _floats(data: npt.NDArray[np.float64], redactor: Redactor, path: str, redact
         return data
     with np.errstate(invalid="ignore"):
         whole = data.astype(np.int64)  # NaN, inf and out-of-range values do not round-trip
-    if bool((whole == data).all()):
+    if np.count_nonzero(whole == data) == data.shape[0]:
         return whole
-    if bool(np.isfinite(data).all()):
+    if np.count_nonzero(np.isfinite(data)) == data.shape[0]:
         return data
     return redactor.clean(data.tolist(), path, redacted)

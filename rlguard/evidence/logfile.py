@@ -43,7 +43,7 @@ class LogFile:
 
     Attributes:
         path: the log.
-        size: bytes of complete records in the file.
+        fd: its file descriptor (opened with ``O_APPEND``), -1 once closed.
         last_seq: seq of the last record (-1 for a new file).
         last_hash: hash of the last record (`GENESIS` for a new file).
         repair: what was moved aside on open, or None.
@@ -56,36 +56,44 @@ class LogFile:
         self.pid = os.getpid()
         self.fd = _open_locked(path)
         try:
-            self.size, self.last_seq, self.last_hash, self.repair = self._inspect(repair)
+            self.last_seq, self.last_hash, self.repair = self._inspect(repair)
         except BaseException:
             os.close(self.fd)
             raise
 
     # -- writing -----------------------------------------------------------------------------
-    def write(self, data: bytes) -> None:
-        """Append `data` whole, or roll the file back to its last complete record and raise `OSError`."""
+    def write(self, data: bytes, done: int = 0) -> None:
+        """Append `data` whole (`done` bytes of it are already in the file, after a short write),
+        or roll all of it back and raise `OSError`."""
+        view = memoryview(data)[done:]
         try:
-            written = os.write(self.fd, data)
-            if written != len(data):  # a short write (disk nearly full, a signal): finish or fail
-                view = memoryview(data)[written:]
-                while view:
-                    written = os.write(self.fd, view)
-                    if written <= 0:
-                        raise OSError(28, "no space left on device")
-                    view = view[written:]
+            while view:  # a short write (disk nearly full, a signal): finish or fail
+                written = os.write(self.fd, view)
+                if written <= 0:
+                    raise OSError(28, "no space left on device")
+                done += written
+                view = view[written:]
         except OSError:
-            self._rollback()
+            self.rollback(done)
             raise
-        self.size += len(data)
 
     def fsync(self) -> None:
         """Flush the file to stable storage. Raises `OSError`."""
         os.fsync(self.fd)
 
-    def _rollback(self) -> None:
-        # A partial write would leave a torn line that every later record would follow: cut it.
+    def rollback(self, written: int) -> None:
+        """Cut the `written` bytes of a failed append from the end of the file.
+
+        A partial write would leave a torn line that every later record would follow. One writer
+        holds the file (``flock``, ``O_APPEND``), so the bytes before them end with the last
+        complete record; when they do not, the file is marked `damaged`.
+        """
         try:
-            os.ftruncate(self.fd, self.size)
+            end = os.fstat(self.fd).st_size - written
+            if written:
+                os.ftruncate(self.fd, end)
+            if end > 0 and os.pread(self.fd, 1, end - 1) != b"\n":
+                self.damaged = True
         except OSError:
             self.damaged = True  # the next open reports the torn tail; no record may follow it
 
@@ -101,7 +109,7 @@ class LogFile:
                 os.close(fd)
 
     # -- opening -----------------------------------------------------------------------------
-    def _inspect(self, repair: bool) -> tuple[int, int, str, Repair | None]:
+    def _inspect(self, repair: bool) -> tuple[int, str, Repair | None]:
         size = os.fstat(self.fd).st_size
         end = self._rfind_newline(size) + 1  # bytes of complete lines
         seq, last_hash = -1, GENESIS
@@ -135,7 +143,7 @@ class LogFile:
                 f"help: run `rlguard verify {self.path}` and keep this log as evidence; record into a new file "
                 "(if you deleted the log on purpose, delete its head file too)"
             )
-        return end, seq, last_hash, fixed
+        return seq, last_hash, fixed
 
     def _check_first_line(self) -> None:
         first = os.pread(self.fd, _CHUNK, 0)

@@ -11,7 +11,7 @@ import threading
 import time
 import uuid
 import weakref
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal
@@ -43,6 +43,8 @@ BUFFER_BYTES = 1 << 16
 _CACHE_LIMIT = 4096
 _sha256 = hashlib.sha256
 _time_ns = time.time_ns
+_write = os.write
+_DIGITS3 = tuple(b"%03d" % i for i in range(1000))  # the last three digits of a timestamp
 
 _OPEN: weakref.WeakSet[EvidenceRecorder] = weakref.WeakSet()
 _VerdictPieces = tuple[Verdict, bytes, bytes, bytes, bytes, bytes, bytes]
@@ -110,16 +112,22 @@ class EvidenceRecorder:
         if not isinstance(repair, bool):
             raise TypeError(f"`repair` must be True or False, got {repair!r}")
         self._redactor = Redactor(redact)
+        self._dump_mapping = self._redactor.dump_mapping
         self._durability: Durability = durability
         self._buffering = durability == "buffered"
         self._fsync_each = durability == "fsync"
+        self._direct = durability == "flush"
         self._path = Path(os.fspath(sink))
         self._run_id = uuid.uuid4().hex
         self._lock = threading.Lock()
         self._policy_lock = threading.Lock()
         self._clock = UtcClock()
+        self._ts_ms = -1
+        self._ts_prefix = b""  # ',"ts":"<date>T<time>.<ms>' of millisecond `_ts_ms` (since the epoch)
         self._vcache: dict[int, _VerdictPieces] = {}
+        self._last_pieces: _VerdictPieces | None = None
         self._scache: dict[str, bytes] = {}
+        self._tcache: dict[str, bytes] = {}
         self._policies: set[str] = set()
         self._buffer: list[bytes] = []
         self._pending = 0
@@ -127,12 +135,13 @@ class EvidenceRecorder:
         self._forked = False
 
         self._log = LogFile(self._path, repair=repair)
+        self._fd = self._log.fd
         self._last_seq = self._log.last_seq
-        self._last_hash = self._log.last_hash
-        self._prev = self._last_hash.encode()
-        self._written = (self._last_seq, self._last_hash)  # buffered mode: what is in the file
-        self._head_seq = self._last_seq
-        self._head_ns = 0
+        self._prev = self._log.last_hash.encode()  # the last hash, as it is written in a line
+        self._written = (self._last_seq, self._prev)  # buffered mode: what is in the file
+        # The next checkpoint is due at this seq or this time (see `_checkpoint`).
+        self._checkpoint_seq = self._last_seq + CHECKPOINT_RECORDS
+        self._checkpoint_ns = 0
         try:
             resumed = self._last_seq >= 0
             if self._log.repair is not None and resumed:
@@ -181,7 +190,7 @@ class EvidenceRecorder:
     @property
     def last_hash(self) -> str:
         """The hash of the last record accepted (what the next record's ``prev`` will be)."""
-        return self._last_hash
+        return self._prev.decode()
 
     @property
     def closed(self) -> bool:
@@ -200,56 +209,80 @@ class EvidenceRecorder:
         if ctx.__class__ is not ActionContext and not isinstance(ctx, ActionContext):
             raise TypeError(f"record() needs an ActionContext, got {type(ctx).__name__}")
         tool, args, tool_meta, environment, agent, session, context = ctx
-        pieces = self._vcache.get(id(verdict))
+        # The JSON of a verdict's fields is built once per verdict object (the engine reuses them).
+        pieces = self._last_pieces
         if pieces is None or pieces[0] is not verdict:
-            pieces = self._verdict_pieces(verdict)
+            pieces = self._vcache.get(id(verdict))
+            if pieces is None or pieces[0] is not verdict:
+                pieces = self._verdict_pieces(verdict)
+            self._last_pieces = pieces
         redacted: list[str] = []
-        dump = self._redactor.dump_mapping
+        dump = self._dump_mapping
         j_args = dump(args, "args", redacted) if args else b"{}"
         j_meta = dump(tool_meta, "tool_meta", redacted) if tool_meta else b"{}"
-        j_context = dump(context, "context", redacted) if context else b"{}"
-        # Strings (tool names, environments, agents, sessions) repeat: their JSON is cached.
-        strings = self._scache
-        j_tool = strings.get(tool) or self._value(tool, "tool", redacted)
-        j_env = (strings.get(environment) if environment.__class__ is str else None) or self._value(
+        j_context = (
+            b',"context":' + dump(context, "context", redacted) + b',"environment":'
+            if context
+            else b',"context":{},"environment":'
+        )
+        # Strings (tool names, environments, agents, sessions) repeat: their JSON is cached. Each
+        # value is spliced with the keys around it, in sorted-key order (see `_verdict_pieces`).
+        j_tool = self._tcache.get(tool) or self._tool_json(tool, redacted)
+        j_env = (self._scache.get(environment) if environment.__class__ is str else None) or self._value(
             environment, "environment", redacted
         )
-        j_agent = b"null" if agent is None else self._value(agent, "agent", redacted)
+        j_agent = b'null,"args":' if agent is None else self._value(agent, "agent", redacted) + b',"args":'
         j_session = b"null" if session is None else self._value(session, "session", redacted)
         j_redacted = b',"redacted":' + orjson.dumps(redacted) if redacted else b""
-        with self._lock:
+        lock = self._lock
+        lock.acquire()  # cheaper than `with` on this path
+        try:
             if self._broken is not None:
                 raise EvidenceError(self._broken)
             ns = _time_ns()
             us = ns // 1000
-            sec = us // 1_000_000
-            clock = self._clock
-            prefix = clock.prefix if sec == clock.sec else clock.tick(sec)
+            ms = us // 1000
+            ts = self._ts_prefix if ms == self._ts_ms else self._tick(ms)
             seq = self._last_seq + 1
             core = b"".join((
-                pieces[1], j_agent, b',"args":', j_args, b',"context":', j_context, b',"environment":', j_env,
-                pieces[2], self._prev, pieces[3], j_redacted, pieces[4], b"%d" % seq, b',"session":', j_session,
-                pieces[5], j_tool, b',"tool_meta":', j_meta, b',"ts":"', prefix, b"%06d" % (us - sec * 1_000_000),
+                pieces[1], j_agent, j_args, j_context, j_env, pieces[2], self._prev, pieces[3], j_redacted,
+                pieces[4], b'%d,"session":' % seq, j_session, pieces[5], j_tool, j_meta, ts, _DIGITS3[us % 1000],
                 pieces[6],
             ))  # fmt: skip
-            hash_ = _sha256(core + b"}").hexdigest()
-            prev = hash_.encode()
+            prev = _sha256(core + b"}").hexdigest().encode()
             line = b"".join((core, b',"hash":"', prev, b'"}\n'))
-            # `_commit`, inlined for the default durability (the hot path).
-            if self._buffering:
-                self._commit(line, seq, hash_, ns)
+            if not self._direct:  # fsync or buffered
+                self._commit(line, seq, prev, ns)
                 return
+            # `_commit` for the default durability (the hot path): one write system call.
             try:
-                self._log.write(line)
+                written = _write(self._fd, line)
             except OSError as exc:
-                raise EvidenceError(self._write_error(exc)) from exc
+                raise EvidenceError(self._write_error(exc, rollback=0)) from exc
+            if written != len(line):  # a short write (disk nearly full, a signal): finish it or roll back
+                self._write_rest(line, written)
             self._last_seq = seq
-            self._last_hash = hash_
             self._prev = prev
-            if self._fsync_each:
-                self._fsync()
-            if seq - self._head_seq >= CHECKPOINT_RECORDS or ns - self._head_ns >= CHECKPOINT_NS:
+            if seq >= self._checkpoint_seq or ns >= self._checkpoint_ns:
                 self._checkpoint(ns)
+        finally:
+            lock.release()
+
+    def _tick(self, ms: int) -> bytes:
+        sec = ms // 1000
+        clock = self._clock
+        self._ts_prefix = b',"ts":"' + (clock.prefix if sec == clock.sec else clock.tick(sec)) + _DIGITS3[ms % 1000]
+        self._ts_ms = ms
+        return self._ts_prefix
+
+    def _tool_json(self, tool: str, redacted: list[str]) -> bytes:
+        """The JSON of a tool name followed by the next key, cached for str names."""
+        out = self._value(tool, "tool", redacted) + b',"tool_meta":'
+        if tool.__class__ is str:
+            if len(self._tcache) >= _CACHE_LIMIT:
+                self._tcache.clear()
+            self._tcache[tool] = out
+        return out
 
     def _value(self, value: Any, path: str, redacted: list[str]) -> bytes:
         if value is None:
@@ -356,45 +389,54 @@ class EvidenceRecorder:
             "torn_file": repair.side_file.name,
         }
 
-    def _append(self, fields: Mapping[str, Any]) -> None:
+    def _append(self, record: dict[str, Any]) -> None:
+        """Chain and write `record` (a new dict of its fields: seq, ts and prev are added to it)."""
         with self._lock:
             if self._broken is not None:
                 raise EvidenceError(self._broken)
             ts, ns = self._clock.now()
             seq = self._last_seq + 1
-            record = {**fields, "seq": seq, "ts": ts.decode(), "prev": self._last_hash}
+            record["seq"] = seq
+            record["ts"] = ts.decode()
+            record["prev"] = self._prev.decode()
             try:
                 body = orjson.dumps(record, option=CANONICAL)
             except TypeError as exc:  # a value the caller built badly: nothing was written
-                raise EvidenceError(f"cannot serialize a `{fields.get('kind')}` record: {exc}") from exc
+                raise EvidenceError(f"cannot serialize a `{record.get('kind')}` record: {exc}") from exc
             line, hash_ = seal(body)
-            self._commit(line, seq, hash_, ns)
+            self._commit(line, seq, hash_.encode(), ns)
 
     # -- writing (under the lock) --------------------------------------------------------------
-    def _commit(self, line: bytes, seq: int, hash_: str, ns: int) -> None:
+    def _commit(self, line: bytes, seq: int, prev: bytes, ns: int) -> None:
         if self._buffering:
             self._buffer.append(line)
             self._pending += len(line)
-            self._advance(seq, hash_)
+            self._last_seq = seq
+            self._prev = prev
             if self._pending >= BUFFER_BYTES:
                 self._drain()
-                if seq - self._head_seq >= CHECKPOINT_RECORDS or ns - self._head_ns >= CHECKPOINT_NS:
+                if seq >= self._checkpoint_seq or ns >= self._checkpoint_ns:
                     self._checkpoint(ns)
             return
         try:
-            self._log.write(line)
+            written = _write(self._fd, line)
         except OSError as exc:
-            raise EvidenceError(self._write_error(exc)) from exc
-        self._advance(seq, hash_)
+            raise EvidenceError(self._write_error(exc, rollback=0)) from exc
+        if written != len(line):
+            self._write_rest(line, written)
+        self._last_seq = seq
+        self._prev = prev
         if self._fsync_each:
             self._fsync()
-        if seq - self._head_seq >= CHECKPOINT_RECORDS or ns - self._head_ns >= CHECKPOINT_NS:
+        if seq >= self._checkpoint_seq or ns >= self._checkpoint_ns:
             self._checkpoint(ns)
 
-    def _advance(self, seq: int, hash_: str) -> None:
-        self._last_seq = seq
-        self._last_hash = hash_
-        self._prev = hash_.encode()
+    def _write_rest(self, data: bytes, written: int) -> None:
+        """After a short write of `data`: append the rest, or roll the whole of it back and raise."""
+        try:
+            self._log.write(data, written)
+        except OSError as exc:
+            raise EvidenceError(self._write_error(exc)) from exc
 
     def _drain(self) -> None:
         if not self._buffer:
@@ -406,11 +448,11 @@ class EvidenceRecorder:
             raise EvidenceError(self._write_error(exc)) from exc
         self._buffer.clear()
         self._pending = 0
-        self._written = (self._last_seq, self._last_hash)
+        self._written = (self._last_seq, self._prev)
 
-    def _on_disk(self) -> tuple[int, str]:
+    def _on_disk(self) -> tuple[int, bytes]:
         """The last record written to the file (buffered records are not)."""
-        return self._written if self._buffering else (self._last_seq, self._last_hash)
+        return self._written if self._buffering else (self._last_seq, self._prev)
 
     def _fsync(self) -> None:
         try:
@@ -420,13 +462,13 @@ class EvidenceRecorder:
             raise EvidenceError(self._broken) from exc
 
     def _checkpoint(self, ns: int) -> None:
-        seq, hash_ = self._on_disk()
+        seq, prev = self._on_disk()
         if seq < 0:
             return
         try:
             write_head(
                 self._path,
-                Head(seq=seq, hash=hash_, ts=self._clock.now()[0].decode(), run_id=self._run_id),
+                Head(seq=seq, hash=prev.decode(), ts=self._clock.now()[0].decode(), run_id=self._run_id),
                 fsync=self._durability == "fsync",
             )
         except OSError as exc:
@@ -434,10 +476,13 @@ class EvidenceRecorder:
                 f"cannot write the head file of `{self._path}`: {exc.strerror or exc} "
                 f"(records up to seq {seq} are in the log)"
             ) from exc
-        self._head_seq = seq
-        self._head_ns = ns
+        self._checkpoint_seq = seq + CHECKPOINT_RECORDS
+        self._checkpoint_ns = ns + CHECKPOINT_NS
 
-    def _write_error(self, exc: OSError) -> str:
+    def _write_error(self, exc: OSError, rollback: int | None = None) -> str:
+        """The message for a failed write; first cut the `rollback` bytes it wrote, unless None (done)."""
+        if rollback is not None:
+            self._log.rollback(rollback)
         message = (
             f"cannot write evidence to `{self._path}`: {exc.strerror or exc}; the record was not written "
             "and the action must not run\nhelp: free disk space or fix permissions, then retry"

@@ -52,6 +52,9 @@ _CACHE_LIMIT = 4096
 _INT_MIN = -(1 << 63)
 _INT_MAX = (1 << 64) - 1
 _NUMPY_KINDS = frozenset("biuf")
+#: Value classes that orjson writes exactly as `Redactor.clean` would (floats need a finiteness check).
+_PLAIN = frozenset((str, int, bool, type(None)))
+_dumps = orjson.dumps
 
 
 def check_patterns(patterns: Iterable[str]) -> tuple[str, ...]:
@@ -83,11 +86,13 @@ class Redactor:
     ['args.db.Password']
     """
 
-    __slots__ = ("_regex", "_secret", "patterns")
+    __slots__ = ("_fields", "_plain_keys", "_regex", "_secret", "patterns")
 
     def __init__(self, patterns: Iterable[str]) -> None:
         self.patterns = check_patterns(patterns)
         self._secret: dict[str, bool] = {}
+        self._plain_keys: set[str] = set()  # str keys known not to match (a fast `in` for `dump_mapping`)
+        self._fields: dict[str, bool] = {}
         if self.patterns:
             alternatives = "|".join(fnmatch.translate(p.casefold()) for p in self.patterns)
             self._regex: re.Pattern[str] | None = re.compile(f"(?:{alternatives})")
@@ -101,7 +106,20 @@ class Redactor:
             hit = self._regex is not None and self._regex.match(key.casefold()) is not None
             if len(self._secret) >= _CACHE_LIMIT:
                 self._secret.clear()
+                self._plain_keys.clear()
             self._secret[key] = hit
+            if not hit and key.__class__ is str:
+                self._plain_keys.add(key)
+        return hit
+
+    def is_secret_field(self, name: str) -> bool:
+        """Whether a batch field (``args.auth.token``) is redacted: a segment after its root matches."""
+        hit = self._fields.get(name)
+        if hit is None:
+            hit = any(self.is_secret(part) for part in name.split(".")[1:] or [name])
+            if len(self._fields) >= _CACHE_LIMIT:
+                self._fields.clear()
+            self._fields[name] = hit
         return hit
 
     # -- serialization ---------------------------------------------------------------------
@@ -116,6 +134,18 @@ class Redactor:
 
     def dump_mapping(self, value: Any, path: str, redacted: list[str]) -> bytes:
         """`dump` for a mapping (the record hot path: args, tool_meta, context)."""
+        if value.__class__ is dict:
+            # The common case first: a flat dict of plain values under keys already seen.
+            known = self._plain_keys
+            for key, item in value.items():
+                cls = item.__class__
+                if key not in known or (cls not in _PLAIN and (cls is not float or item - item != 0.0)):
+                    break
+            else:
+                try:
+                    return _dumps(value, option=CANONICAL)  # a str subclass key or a huge int raise
+                except TypeError:
+                    pass
         if value.__class__ is dict and self._is_clean_dict(value, 0):
             try:
                 return orjson.dumps(value, option=CANONICAL)

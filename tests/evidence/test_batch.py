@@ -164,3 +164,25 @@ def test_bad_arguments(sink: Path, batch_gate: PolicyGate) -> None:
         with pytest.raises(ValueError, match="rows"):
             audit.record_batch(batch, other, step=1)
     assert verify_file(sink).ok
+
+
+@pytest.mark.parametrize("detail", ["violations", "all"])
+def test_strided_columns_are_recorded(sink: Path, batch_gate: PolicyGate, detail: str) -> None:
+    # Columns are often views of a wider array (``obs[:, 3]``); orjson needs contiguous arrays.
+    rng = np.random.default_rng(3)
+    wide = rng.random((N, 3)) * 20000
+    counts = rng.integers(0, 9, (N, 2))
+    tools = rng.integers(0, 3, (N, 2))
+    vocab = ToolVocabulary(["stripe.refund", "search", "shell.exec"])
+    batch = ActionBatch(tools[:, 1], vocab, {"args.amount_cents": wide[:, 2], "args.count": counts[:, 1],
+                                             "args.flag": wide[:, 0] > 0.5, "environment": "production"})
+    verdicts = batch_gate.check_batch(batch)
+    record = record_steps(sink, batch_gate, batch, verdicts, detail)
+    rows = record["rows"]
+    kept = rows.get("index", list(range(N)))
+    assert len(kept) == len(rows["action"]) > 0
+    for k, i in enumerate(kept):
+        assert record["tools"][rows["tool"][k]] == batch.row(i)["tool"]
+        assert rows["fields"]["args.amount_cents"][k] == wide[i, 2]
+        assert rows["fields"]["args.count"][k] == counts[i, 1]
+        assert rows["fields"]["args.flag"][k] == (wide[i, 0] > 0.5)

@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -304,3 +305,56 @@ def test_a_dropped_recorder_releases_its_file(sink: Path) -> None:
     session()
     session()  # would be refused if the first one still held the lock
     assert verify_file(sink).ok
+
+
+def test_repeated_shapes_are_written_like_the_first(sink: Path, gate: PolicyGate) -> None:
+    # Keys seen before take a fast path: odd values under them must still be written as documented.
+    class Key(str):
+        pass
+
+    class Text(str):
+        pass
+
+    cases: list[tuple[dict[Any, Any], dict[str, Any]]] = [
+        ({"amount": 5, "note": "x"}, {"amount": 5, "note": "x"}),
+        ({"amount": float("nan"), "note": "x"}, {"amount": "NaN", "note": "x"}),
+        ({"amount": float("inf"), "note": None}, {"amount": "Infinity", "note": None}),
+        ({"amount": 2**70, "note": True}, {"amount": str(2**70), "note": True}),
+        ({Key("amount"): 1.5, "note": Text("y")}, {"amount": 1.5, "note": "y"}),
+        ({"amount": {"password": "hunter2"}, "note": [1, {"token": "t"}]},
+         {"amount": {"password": "[REDACTED]"}, "note": [1, {"token": "[REDACTED]"}]}),
+        ({"amount": 3, "password": "hunter2"}, {"amount": 3, "password": "[REDACTED]"}),
+    ]
+    with EvidenceRecorder(sink=sink) as audit:
+        for args, _ in cases:
+            for _ in range(2):
+                ctx = ActionContext("stripe.refund", args, tool_meta=args, context=args)
+                audit.record(ctx, gate.check(ctx))
+    decisions = records(sink)[1:]
+    assert len(decisions) == 2 * len(cases)
+    for k, (_, want) in enumerate(cases):
+        for decision in decisions[2 * k: 2 * k + 2]:
+            assert decision["args"] == decision["tool_meta"] == decision["context"] == want
+    assert b"hunter2" not in sink.read_bytes() and verify_file(sink).ok
+
+
+def test_timestamps_are_the_time_of_writing(sink: Path, gate: PolicyGate) -> None:
+    from datetime import datetime, timezone
+
+    ctx = contexts(1)[0]
+    verdict = gate.check(ctx)
+    spans = []
+    with EvidenceRecorder(sink=sink) as audit:
+        deadline = time.time_ns() + 30_000_000  # cross several milliseconds
+        while time.time_ns() < deadline:
+            before = time.time_ns() // 1000
+            audit.record(ctx, verdict)
+            spans.append((before, time.time_ns() // 1000))
+    decisions = records(sink)[1:]
+    assert len(decisions) == len(spans) > 10
+    for decision, (before, after) in zip(decisions, spans, strict=True):
+        ts = decision["ts"]
+        assert len(ts) == len("2026-01-01T00:00:00.000000Z") and ts.endswith("Z")
+        parsed = datetime.strptime(ts, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=timezone.utc)
+        micros = int(parsed.timestamp()) * 1_000_000 + parsed.microsecond
+        assert before <= micros <= after
