@@ -35,16 +35,29 @@ _rule_keys: dict[int, tuple[tuple[str, ...], tuple[str, ...]]] = {}
 
 
 def batch_record(
-    batch: ActionBatch, verdicts: BatchVerdict, *, step: int, detail: str, redactor: Redactor
+    batch: ActionBatch, verdicts: BatchVerdict, *, step: int, detail: str, redactor: Redactor,
+    mask: npt.NDArray[np.bool_] | None = None,
 ) -> dict[str, Any]:
-    """The fields of a ``batch`` record (seq, ts, prev and hash are added by the recorder)."""
+    """The fields of a ``batch`` record (seq, ts, prev and hash are added by the recorder).
+
+    `mask` selects the rows that are actions (a wrapper leaves out the reset steps of sub-envs
+    under NEXT_STEP autoreset); the other rows are not counted or written.
+    """
     allowed = verdicts.allowed
-    n = int(allowed.shape[0])
-    if batch.size != n:
-        raise ValueError(f"the batch has {batch.size} rows but the verdicts have {n}\n"
+    total = int(allowed.shape[0])
+    if batch.size != total:
+        raise ValueError(f"the batch has {batch.size} rows but the verdicts have {total}\n"
                          "help: pass the BatchVerdict that gate.check_batch returned for this batch")
+    if mask is not None:
+        mask = np.asarray(mask, dtype=np.bool_)
+        if mask.shape != (total,):
+            raise ValueError(f"`mask` has shape {mask.shape}, the batch has {total} rows")
+        if mask.all():
+            mask = None
+    n = total if mask is None else int(np.count_nonzero(mask))
     rule_ids: tuple[str, ...] = verdicts.rule_ids
-    blocked = np.logical_not(allowed).nonzero()[0]
+    refused = np.logical_not(allowed) if mask is None else np.logical_and(np.logical_not(allowed), mask)
+    blocked = refused.nonzero()[0]
     # Counts come from the refused rows only (usually few): allow is what is left. A verdict may
     # decode its per-row arrays on first use, so they are not touched when no row was refused.
     if blocked.shape[0] or detail == "all":
@@ -59,8 +72,11 @@ def batch_record(
     else:
         deny = int(np.count_nonzero(blocked_action == 1))
     approval = int(blocked.shape[0]) - deny
-    indeterminate = int(np.count_nonzero(verdicts.indeterminate))
+    flags = verdicts.indeterminate
+    indeterminate = int(np.count_nonzero(flags if mask is None else flags & mask))
     warnings = verdicts.warnings
+    if mask is not None and warnings.ndim == 2:
+        warnings = warnings[mask]
     record: dict[str, Any] = {
         "kind": "batch",
         "step": step,
@@ -73,6 +89,8 @@ def batch_record(
         "warned": 0,
         "warnings": {},
     }
+    if mask is not None:
+        record["skipped"] = total - n
     if warnings.ndim == 2 and warnings.shape[1]:
         fired = np.count_nonzero(warnings, axis=0)
         record["warned"] = int(np.count_nonzero(warnings.any(axis=1)))
@@ -80,7 +98,7 @@ def batch_record(
     if detail == "summary":
         return record
     violations = detail == "violations"
-    rows: IntArray | slice = blocked if violations else slice(None)
+    rows: IntArray | slice = blocked if violations else (slice(None) if mask is None else mask.nonzero()[0])
     redacted: list[str] = []
     columns: dict[str, Any] = {}
     for name, column in batch.columns.items():
@@ -90,15 +108,15 @@ def batch_record(
         else:
             columns[name] = _column(column, rows, redactor, name, redacted)
     out: dict[str, Any] = {
-        "action": blocked_action if violations else _contiguous(action),
+        "action": blocked_action if violations else _contiguous(action[rows]),
         "rule": blocked_rule if violations else _rule_index(verdicts, rows),
-        "tool": batch.tool[rows] if violations else _contiguous(batch.tool),
+        "tool": batch.tool[rows] if violations or mask is not None else _contiguous(batch.tool),
         "fields": columns,
     }
     if indeterminate:  # per-row flags only when some row has one (most steps have none)
         out["indeterminate"] = _contiguous(verdicts.indeterminate[rows])
-    if violations:
-        out["index"] = blocked
+    if violations or mask is not None:
+        out["index"] = rows
     record["rows"] = out
     record["rule_ids"] = list(rule_ids)
     record["tools"] = list(batch.vocab.names)

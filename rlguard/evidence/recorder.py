@@ -16,6 +16,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal
 
+import numpy as np
+import numpy.typing as npt
 import orjson
 
 from rlguard.engine.context import ActionContext
@@ -329,8 +331,13 @@ class EvidenceRecorder:
         *,
         step: int,
         detail: Literal["violations", "all", "summary"] = "violations",
+        mask: npt.ArrayLike | None = None,
     ) -> None:
         """Append one ``batch`` record for a whole vectorized step, in columns.
+
+        ``mask`` (bool, one per row) selects the rows that are actions; the others (e.g. the
+        reset steps of sub-envs under NEXT_STEP autoreset) are neither counted nor written, and
+        the record says how many were ``skipped``.
 
         Counts by action and by deciding rule always; with ``detail="violations"`` (default) the
         sub-env index, action, rule, tool and field values of every row that was not allowed;
@@ -348,7 +355,8 @@ class EvidenceRecorder:
                 step = int(step.__index__())
             except (AttributeError, TypeError):
                 raise TypeError(f"`step` must be an int, got {type(step).__name__}") from None
-        self._append(batch_record(batch, verdicts, step=int(step), detail=detail, redactor=self._redactor))
+        rows = None if mask is None else np.asarray(mask, dtype=np.bool_)
+        self._append(batch_record(batch, verdicts, step=int(step), detail=detail, redactor=self._redactor, mask=rows))
 
     def record_policy(self, policy: Any) -> None:
         """Append a ``policy`` record (digest, and each rule's id, verdict, severity and tags) once per digest.

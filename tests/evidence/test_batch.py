@@ -186,3 +186,28 @@ def test_strided_columns_are_recorded(sink: Path, batch_gate: PolicyGate, detail
         assert rows["fields"]["args.amount_cents"][k] == wide[i, 2]
         assert rows["fields"]["args.count"][k] == counts[i, 1]
         assert rows["fields"]["args.flag"][k] == (wide[i, 0] > 0.5)
+
+
+@pytest.mark.parametrize("detail", ["violations", "all", "summary"])
+def test_masked_rows_are_neither_counted_nor_written(tmp_path: Path, batch_gate: PolicyGate, detail: str) -> None:
+    # A wrapper passes `mask` to leave out rows that are not actions (reset steps under NEXT_STEP).
+    batch = make_batch(3)
+    verdicts = batch_gate.check_batch(batch)
+    mask = np.arange(N) % 3 != 0
+    log = tmp_path / "masked.jsonl"
+    with EvidenceRecorder(sink=log) as rec:
+        rec.record_batch(batch, verdicts, step=1, detail=detail, mask=mask)
+    record = orjson.loads(log.read_bytes().splitlines()[-1])
+    kept = np.flatnonzero(mask)
+    assert record["n"] == kept.size and record["skipped"] == N - kept.size
+    actions = verdicts.action[kept]
+    assert record["counts"] == {"allow": int(np.sum(actions == 0)), "deny": int(np.sum(actions == 1)),
+                                "require_approval": int(np.sum(actions == 2))}
+    if detail == "violations":
+        assert record["rows"]["index"] == [int(i) for i in kept if not verdicts.allowed[i]]
+    elif detail == "all":
+        assert record["rows"]["index"] == kept.tolist()
+        assert record["rows"]["action"] == actions.tolist()
+    else:
+        assert "rows" not in record
+    assert verify_file(log).ok
