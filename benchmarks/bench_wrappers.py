@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from gymnasium.envs.classic_control.cartpole import CartPoleVectorEnv
 
 from rlguard import PolicyGate
@@ -129,8 +130,9 @@ def run(case: Case, rounds: int, steps: int, seed: int) -> dict[str, float]:
         t1 = time.perf_counter()
         for a in actions:
             info = governed.step(a)[4]
-            blocked += int(info["rlguard"]["blocked"].sum())
-            evaluated += int(info["_rlguard"].sum())
+            # count_nonzero: the benchmark's own bookkeeping costs ~0.5 µs, not the ~5 µs of two bool .sum()
+            blocked += np.count_nonzero(info["rlguard"]["blocked"])
+            evaluated += np.count_nonzero(info["_rlguard"])
         t2 = time.perf_counter()
         raw_rates.append(steps / (t1 - t0))
         gov_rates.append(steps / (t2 - t1))

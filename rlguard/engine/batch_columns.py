@@ -9,6 +9,7 @@ time a policy evaluates them (see `PreparedColumn`).
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, NamedTuple
 
@@ -123,7 +124,8 @@ class PreparedColumn:
     - ``"scalar"``: one `value` for every row (`MISSING` when absent).
     """
 
-    __slots__ = ("_coded", "_has_missing", "_known", "codes", "data", "kind", "present", "size", "value", "values")
+    __slots__ = ("_coded", "_has_missing", "_known", "codes", "data", "kind", "present", "size", "stable", "value",
+                 "values")
 
     def __init__(self, kind: str, size: int, *, data: Any = None, present: BoolArray | None = None,
                  codes: npt.NDArray[np.integer[Any]] | None = None, values: list[Any] | None = None,
@@ -138,11 +140,16 @@ class PreparedColumn:
         self._known: BoolArray | bool | None = False  # False: not computed yet
         self._coded: PreparedColumn | None = None
         self._has_missing: bool | None = None
+        # A "coded" column whose `values` list its builder reuses unchanged for every batch, so
+        # per-value results may be cached by the list's identity (see batch_ops._coded).
+        self.stable = False
 
     def known(self) -> BoolArray | None:
         """Rows holding a present, finite, non-bool number (numeric kinds only); None when all rows do."""
         if self._known is False:
-            if self.kind == "float":
+            if self.kind == "float" and self.present is None and _all_finite(self.data):
+                self._known = None
+            elif self.kind == "float":
                 finite = np.isfinite(self.data)
                 known = finite if self.present is None else finite & self.present
                 self._known = None if bool(known.all()) else known
@@ -194,6 +201,13 @@ class PreparedColumn:
         if kind == "unicode":
             return str(value)
         return value.item()
+
+
+def _all_finite(data: npt.NDArray[np.float64]) -> bool:
+    """True only if every value is finite: one dot product, NaN or inf anywhere (or an overflow,
+    whose exact check follows) makes it non-finite. Cheaper than ``np.isfinite(data).all()``."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        return math.isfinite(float(np.dot(data, data)))
 
 
 def _group_objects(data: npt.NDArray[np.object_]) -> tuple[IntArray, list[Any]]:
@@ -327,17 +341,23 @@ class ActionBatch:
     {'tool': 'stripe.refund', 'args.amount_cents': 90000}
     """
 
-    __slots__ = ("_columns", "size", "tool", "vocab")
+    __slots__ = ("_columns", "_tool", "_tools_valid", "size", "tool_code", "vocab")
 
     def __init__(self, tool: npt.NDArray[np.integer[Any]] | int, vocab: ToolVocabulary,
                  columns: Mapping[str, Any] | None = None, size: int | None = None) -> None:
         if not isinstance(vocab, ToolVocabulary):
             raise TypeError(f"ActionBatch: `vocab` must be a ToolVocabulary, got {type(vocab).__name__}")
+        codes: npt.NDArray[np.integer[Any]] | None = None
+        code: int | None = None
         if isinstance(tool, (int, np.integer)) and not isinstance(tool, (bool, np.bool_)):
             if size is None:
                 raise ValueError("ActionBatch: `tool` is a single code, so `size` is needed\n"
                                  "help: write ActionBatch(code, vocab, columns, size=num_envs)")
-            codes = np.full(int(size), int(tool), dtype=np.int32)
+            n = int(size)
+            code = int(tool)
+            if n and not 0 <= code < len(vocab):
+                raise ValueError(f"ActionBatch: tool code `{code}` is not in the vocabulary (codes 0..{len(vocab) - 1})"
+                                 "\nhelp: get codes from vocab.code(name) or vocab.codes(names)")
         else:
             codes = np.asarray(tool)
             if codes.ndim != 1 or codes.dtype.kind not in "iu":
@@ -347,13 +367,16 @@ class ActionBatch:
             if size is not None and size != len(codes):
                 raise ValueError(f"ActionBatch: `size` is {size} but `tool` has {len(codes)} rows\n"
                                  "help: leave `size` out when `tool` is an array of codes")
-        n = len(codes)
-        if n and (int(codes.min()) < 0 or int(codes.max()) >= len(vocab)):
-            bad = int(codes.min()) if int(codes.min()) < 0 else int(codes.max())
-            raise ValueError(f"ActionBatch: tool code `{bad}` is not in the vocabulary (codes 0..{len(vocab) - 1})"
-                             "\nhelp: get codes from vocab.code(name) or vocab.codes(names)")
+            n = len(codes)
+            if n and (int(codes.min()) < 0 or int(codes.max()) >= len(vocab)):
+                bad = int(codes.min()) if int(codes.min()) < 0 else int(codes.max())
+                raise ValueError(f"ActionBatch: tool code `{bad}` is not in the vocabulary (codes 0..{len(vocab) - 1})"
+                                 "\nhelp: get codes from vocab.code(name) or vocab.codes(names)")
         self.size = n
-        self.tool = codes
+        self._tool = codes
+        #: The tool code of every row when the batch was given one code (None: `tool` is per row).
+        self.tool_code = code
+        self._tools_valid = False
         self.vocab = vocab
         self._columns: dict[str, PreparedColumn] = {}
         for name, value in (columns or {}).items():
@@ -362,6 +385,41 @@ class ActionBatch:
                 raise ValueError("ActionBatch: the tool name is given by `tool` codes, not by a `tool` column\n"
                                  "help: remove the `tool` column and pass codes from vocab.codes(names)")
             self._columns[name] = prepare_column(name, value, n)
+
+    @classmethod
+    def _trusted(cls, tool: npt.NDArray[np.integer[Any]] | int, vocab: ToolVocabulary,
+                 columns: dict[str, PreparedColumn], size: int, tools_valid: bool = False) -> ActionBatch:
+        """A batch from parts its caller has already checked (no validation; for rlguard's own builders).
+
+        `tool` is an array of in-range codes or one in-range code, every column is a
+        `PreparedColumn` of `size` rows named by a policy field other than ``tool``, and with
+        `tools_valid` every code names a valid tool (no row is denied as an invalid tool name).
+        """
+        batch = cls.__new__(cls)
+        batch.size = size
+        if isinstance(tool, int):
+            batch._tool = None
+            batch.tool_code = tool
+        else:
+            batch._tool = tool
+            batch.tool_code = None
+        batch._tools_valid = tools_valid
+        batch.vocab = vocab
+        batch._columns = columns
+        return batch
+
+    @property
+    def tool(self) -> npt.NDArray[np.integer[Any]]:
+        """The tool code of each row, shape (N,) (made on first use when the batch was given one code)."""
+        if self._tool is None:
+            assert self.tool_code is not None
+            self._tool = np.full(self.size, self.tool_code, dtype=np.int32)
+        return self._tool
+
+    @property
+    def tools_valid(self) -> bool:
+        """Whether the batch's builder guarantees that no row has an invalid tool name (False: unknown)."""
+        return self._tools_valid
 
     @classmethod
     def from_contexts(cls, contexts: Sequence[ActionContext], fields: Sequence[str],
@@ -395,7 +453,8 @@ class ActionBatch:
     def row(self, i: int) -> dict[str, Any]:
         """Field name to value for row i (``tool`` is the raw name; missing fields are omitted)."""
         i = self._index(i)
-        out: dict[str, Any] = {"tool": self.vocab.names[int(self.tool[i])]}
+        code = self.tool_code if self.tool_code is not None else int(self.tool[i])
+        out: dict[str, Any] = {"tool": self.vocab.names[code]}
         for name, column in self._columns.items():
             value = column.get(i)
             if value is not MISSING:

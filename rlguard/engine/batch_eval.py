@@ -34,7 +34,7 @@ from rlguard.engine.batch_plan import (
     plan_for,
 )
 from rlguard.engine.batch_state import BatchPolicyState
-from rlguard.engine.batch_verdict import BatchVerdict
+from rlguard.engine.batch_verdict import BatchVerdict, warn_sets
 from rlguard.engine.model import Rule
 from rlguard.engine.verdict import SEVERITY_CODES, SEVERITY_PENALTY, STRICTNESS
 from rlguard.engine.verdicts import INVALID_TOOL_SEVERITY
@@ -53,8 +53,8 @@ def layer_namespaces(gate: PolicyGate) -> list[Hashable]:
 class _LayerResult:
     __slots__ = ("best", "consume", "warns")
 
-    def __init__(self, best: Int32Array, warns: BoolArray, consume: list[tuple[Rule, BoolArray, FloatArray]]):
-        self.best = best  # the encoded decision per row
+    def __init__(self, best: Int32Array | int, warns: BoolArray, consume: list[tuple[Rule, BoolArray, FloatArray]]):
+        self.best = best  # the encoded decision per row, or one for every row
         self.warns = warns  # (warn rules, rows)
         self.consume = consume
 
@@ -112,10 +112,13 @@ _maximum, _multiply = np.maximum, np.multiply  # module globals: a little cheape
 
 
 def _run_layer(plan: LayerPlan, ev: EvalContext, namespace: Hashable, state: BatchPolicyState | None,
-               now: float) -> _LayerResult:
+               now: float, scalar: list[RulePlan] | None) -> _LayerResult:
+    """One layer; `scalar`: its rules specialized to the batch's one tool (`LayerPlan.scalar_rules`)."""
     if plan.first_match:
-        return _run_first_match(plan, ev, namespace, state, now)
-    return _run_deny_overrides(plan, ev, namespace, state, now)
+        if scalar is None:
+            return _run_first_match(plan, ev, namespace, state, now, plan.groups, plan.singles)
+        return _run_first_match(plan, ev, namespace, state, now, [], scalar)
+    return _run_deny_overrides(plan, ev, namespace, state, now, plan.plans if scalar is None else scalar)
 
 
 class _FirstMatch:
@@ -197,15 +200,21 @@ class _FirstMatch:
         """Decode: the deciding rule's priority, then its key code (as deny_overrides encodes it)."""
         n_rules = plan.n_rules
         stop = self.stop
+        warns = np.zeros((len(plan.warn_rules), n), dtype=bool)
+        if self.pending is None and not np.count_nonzero(stop):
+            # No rule ended any row's evaluation: the default decides every row, and every warn
+            # rule that fired counts (nothing was consumed: only a deciding rule consumes).
+            for rp, t in self.fired:
+                warns[rp.warn_slot] = t
+            return _LayerResult(int(plan.stop_keys[0]), warns, [])
         prio = stop >> 8
         # The deciding rule's key code, or the default's where no rule definitely applied.
-        best = plan.stop_keys.take(stop >> 5)
+        best = plan.stop_keys.take(np.right_shift(stop, 5, dtype=np.intp))
         best &= stop | ~7
         if self.pending is not None:
             # The pending candidate counts only if it comes before the deciding rule.
             before = ((self.pending >> 8) - (n_rules + 1)) > prio
             _bump(best, before, self.pending)
-        warns = np.zeros((len(plan.warn_rules), n), dtype=bool)
         for rp, t in self.fired:
             np.logical_and(t, prio < rp.prio, out=warns[rp.warn_slot])
         consume = [(rp.rule, allow & (prio == rp.prio), spend) for rp, allow, spend in self.consume]
@@ -213,29 +222,29 @@ class _FirstMatch:
 
 
 def _run_first_match(plan: LayerPlan, ev: EvalContext, namespace: Hashable, state: BatchPolicyState | None,
-                     now: float) -> _LayerResult:
+                     now: float, groups: list[RuleGroup], singles: list[RulePlan]) -> _LayerResult:
     """first_match without an "open rows" mask: each rule offers, on the rows where it would end
     evaluation, a stop code whose priority falls with its position, so the elementwise maximum
     is the first rule that ends each row's evaluation (the order rules run in does not matter).
     Unknown require_approval candidates (which do not end evaluation), warn rules and consumption
     are then kept only before that rule."""
     run = _FirstMatch(ev.n)
-    for index, group in enumerate(plan.groups):
+    for index, group in enumerate(groups):
         run.group(index, group, ev, namespace, state, now)
-    for rp in plan.singles:
+    for rp in singles:
         run.rule(rp, ev, namespace, state, now)
     return run.result(plan, ev.n)
 
 
 def _run_deny_overrides(plan: LayerPlan, ev: EvalContext, namespace: Hashable, state: BatchPolicyState | None,
-                        now: float) -> _LayerResult:
+                        now: float, plans: list[RulePlan]) -> _LayerResult:
     """deny_overrides: every rule on every row; the strictest candidate, ties to the earliest."""
     n = ev.n
     best = np.zeros(n, dtype=np.int32)
     definite = np.zeros(n, dtype=bool)
     warns = np.zeros((len(plan.warn_rules), n), dtype=bool)
     consume: list[tuple[Rule, BoolArray, FloatArray]] = []
-    for rp in plan.plans:
+    for rp in plans:
         t, f = rp.when(ev)
         kind = rp.kind
         if kind == WARN:
@@ -288,22 +297,48 @@ def evaluate_batch(gate: PolicyGate, batch: ActionBatch, state: BatchPolicyState
         if state.num_envs != n:
             raise ValueError(f"the state has {state.num_envs} rows but the batch has {n}\n"
                              "help: build BatchPolicyState(num_envs) with one row per sub-env")
-    plans = [plan_for(layer.policy) for layer in gate.layers]
-    now = state.clock() if state is not None and any(p.stateful for p in plans) else 0.0
-    invalid_codes = batch.vocab.invalid_mask()
-    invalid = invalid_codes.take(batch.tool) if batch.vocab.has_invalid() else None
+    layers = gate.layers
+    cached = _gate_cache.get(id(gate))
+    if cached is None or cached[0] is not layers:
+        plans, namespaces = [plan_for(layer.policy) for layer in layers], layer_namespaces(gate)
+        stateful = any(p.stateful for p in plans)
+        if len(_gate_cache) >= 64:
+            _gate_cache.clear()
+        _gate_cache[id(gate)] = (layers, plans, namespaces, stateful)
+    else:
+        _, plans, namespaces, stateful = cached
+    now = state.clock() if state is not None and stateful else 0.0
+    vocab = batch.vocab
+    code = batch.tool_code
+    invalid: BoolArray | None = None
+    if not batch.tools_valid and vocab.has_invalid():
+        if code is not None:
+            if vocab.invalid_mask()[code]:
+                invalid = np.ones(n, dtype=bool)
+        else:
+            invalid = vocab.invalid_mask().take(batch.tool)
+            if not np.count_nonzero(invalid):
+                invalid = None
 
     ev = EvalContext(batch)
-    namespaces = layer_namespaces(gate)
     results = []
     for plan, namespace in zip(plans, namespaces, strict=True):
-        ev.tool_table = plan.tool_table(batch.vocab) if plan.tool_cmps or plan.groups else None
-        ev.tool_rows = [None] * len(plan.tool_cmps)
-        results.append(_run_layer(plan, ev, namespace, state, now))
+        scalar = None
+        if code is not None:
+            scalar = plan.scalar_rules(vocab, code)
+            ev.tool_table = None
+        else:
+            ev.tool_table = plan.tool_table(vocab) if plan.tool_cmps or plan.groups else None
+            ev.tool_rows = [None] * len(plan.tool_cmps)
+        results.append(_run_layer(plan, ev, namespace, state, now, scalar))
 
     if len(plans) == 1:
-        return _single(plans[0], results[0], gate.digest, invalid, namespaces[0], state, now)
-    return _layered(plans, results, gate.digest, invalid, namespaces, state, now)
+        return _single(plans[0], results[0], gate.digest, invalid, namespaces[0], state, now, n)
+    return _layered(plans, results, gate.digest, invalid, namespaces, state, now, n)
+
+
+#: Per gate (by id, checked against its layers): plans, namespaces, whether any rule is stateful.
+_gate_cache: dict[int, tuple[Any, list[LayerPlan], list[Hashable], bool]] = {}
 
 
 def _consume(namespace: Hashable, result: _LayerResult, allowed: BoolArray, state: BatchPolicyState | None,
@@ -311,43 +346,34 @@ def _consume(namespace: Hashable, result: _LayerResult, allowed: BoolArray, stat
     if state is not None:
         for rule, rows, spend in result.consume:
             rows = rows & allowed
-            if rows.any():
+            if np.count_nonzero(rows):
                 state.consume(namespace, rule, rows, spend, now)
 
 
 def _single(plan: LayerPlan, result: _LayerResult, digest: str, invalid: BoolArray | None, namespace: Hashable,
-            state: BatchPolicyState | None, now: float) -> BatchVerdict:
-    """The verdict arrays of a gate with one layer: lookups on the best key code of each row."""
+            state: BatchPolicyState | None, now: float, n: int) -> BatchVerdict:
+    """A gate with one layer: `allowed` now (consumption needs it), the other arrays on first use."""
     best = result.best
-    key = best >> 8
-    action = plan.action_of.take(key)
-    allowed = action == 0
+    if isinstance(best, int):
+        allowed = np.zeros(n, dtype=bool)
+        if plan.action_of[best >> 8] == 0:
+            allowed[:] = True
+    else:
+        allowed = plan.allowed_of.take(np.right_shift(best, 8, dtype=np.intp))
     if invalid is not None:
         allowed &= ~invalid
     _consume(namespace, result, allowed, state, now)
-    rule_index = plan.rule_of.take(key)
-    indeterminate = (best & 1).astype(bool)
-    warnings = result.warns
-    wpen, wsev = _warn_totals(plan, warnings)
-    if wpen is None or wsev is None:
-        severity = plan.severity_of.take(key)  # 0 and 0.0 for allowed rows
-        penalty = plan.penalty32_of.take(key)
-    else:
-        severity = np.where(allowed, wsev, plan.severity_of.take(key))
-        penalty = (wpen + plan.penalty_of.take(key)).astype(np.float32)  # warns first, as VerdictFactory
-    layer = np.zeros(len(best), dtype=np.int8)
-    if invalid is not None:
-        action, rule_index, indeterminate, warnings, severity, penalty = _invalid_rows(
-            invalid, action, rule_index, indeterminate, warnings, severity, penalty)
-    return BatchVerdict([plan], digest, action, allowed, rule_index, indeterminate, best, warnings.T, layer, invalid,
-                        severity, penalty)
+    return BatchVerdict([plan], digest, allowed, best, result.warns, invalid)
 
 
 def _layered(plans: list[LayerPlan], results: list[_LayerResult], digest: str, invalid: BoolArray | None,
-             namespaces: list[Hashable], state: BatchPolicyState | None, now: float) -> BatchVerdict:
+             namespaces: list[Hashable], state: BatchPolicyState | None, now: float, n: int) -> BatchVerdict:
     """The verdict arrays of a derived gate: per row the strictest layer, ties to the earlier."""
+    for result in results:
+        if isinstance(result.best, int):
+            result.best = np.full(n, result.best, dtype=np.int32)
     best = results[0].best
-    n = len(best)
+    assert not isinstance(best, int)
     strict = plans[0].strict_of.take(best >> 8)
     layer = np.zeros(n, dtype=np.int8)
     for index, (plan, result) in enumerate(zip(plans[1:], results[1:], strict=True), start=1):
@@ -387,8 +413,8 @@ def _layered(plans: list[LayerPlan], results: list[_LayerResult], digest: str, i
         layer[invalid] = 0
         action, rule_index, indeterminate, warnings, severity, penalty32 = _invalid_rows(
             invalid, action, rule_index, indeterminate, warnings, severity, penalty32)
-    return BatchVerdict(plans, digest, action, allowed, rule_index, indeterminate, best, warnings.T, layer, invalid,
-                        severity, penalty32)
+    return BatchVerdict(plans, digest, allowed, best, warnings, invalid, layer=layer,
+                        arrays=(action, rule_index, indeterminate, severity, penalty32))
 
 
 def _invalid_rows(invalid: BoolArray, action: npt.NDArray[np.int8], rule_index: npt.NDArray[np.int16],
@@ -411,24 +437,14 @@ def _warn_totals(plan: LayerPlan, warns: BoolArray) -> tuple[FloatArray | None, 
     Up to 16 warn rules, the rows' fired sets index tables of exact sums (in file order, as
     `VerdictFactory` adds them); beyond, the sum runs rule by rule in file order.
     """
-    count = len(plan.warn_rules)
-    if not count or not warns.any():
+    fired = warn_sets(plan, warns)
+    if fired is None:
         return None, None
-    if count <= 16:
-        # The fired set as bits, built in uint8 (bools are 0/1 bytes): cheaper than casting to int.
-        low = warns[0].view(np.uint8)
-        for j in range(1, min(count, 8)):
-            low = low | (warns[j].view(np.uint8) << j)
-        index: npt.NDArray[Any] = low
-        if count > 8:
-            high = warns[8].view(np.uint8)
-            for j in range(9, count):
-                high = high | (warns[j].view(np.uint8) << (j - 8))
-            index = low | (high.astype(np.uint16) << 8)
+    if len(plan.warn_rules) <= 16:
         penalty_table, severity_table = plan.warn_tables()
-        return penalty_table.take(index), severity_table.take(index)
+        return penalty_table.take(fired), severity_table.take(fired)
     penalty = np.zeros(warns.shape[1])
-    for j in range(count):
+    for j in range(len(plan.warn_rules)):
         penalty = penalty + np.where(warns[j], plan.warn_penalty[j], 0.0)
     severity = np.where(warns, plan.warn_severity[:, None], 0).max(axis=0).astype(np.int8)
     return penalty, severity

@@ -219,17 +219,48 @@ def _cached_table(values: list[Any], predicate: Predicate, cache_key: int | None
     return table
 
 
-def _coded(column: PreparedColumn, predicate: Predicate, cache_key: int | None) -> Tri:
-    assert column.codes is not None and column.values is not None
+def _coded_plan(column: PreparedColumn, predicate: Predicate,
+                cache_key: int | None) -> tuple[BoolArray | int, BoolArray | None]:
+    """How to get `predicate` per row from a coded column's codes: (true table, false table or
+    None), or (the one code that holds, None) when an equality of codes is enough."""
+    assert column.values is not None
     t_tab, f_tab, any_unknown = _cached_table(column.values, predicate, cache_key)
-    codes = column.codes  # -1 (missing) picks the last entry
     if any_unknown and not column.has_missing() and not (~(t_tab[:-1] | f_tab[:-1])).any():
         any_unknown = False  # only the missing entry is Unknown, and no row is missing
-    if not any_unknown:
-        hits = np.flatnonzero(t_tab[:-1])
-        if len(hits) == 1 and not (t_tab[-1] and column.has_missing()):
-            # One value holds (an `eq` on a category; code -1 does not): compare codes, not a gather.
-            return np.equal(codes, codes.dtype.type(hits[0])), None
+    if any_unknown:
+        return t_tab, f_tab
+    hits = np.flatnonzero(t_tab[:-1])
+    if len(hits) == 1 and not (t_tab[-1] and column.has_missing()):
+        # One value holds (an `eq` on a category; code -1 does not): compare codes, not a gather.
+        return int(hits[0]), None
+    return t_tab, None
+
+
+# Plans of stable coded columns (a wrapper's table columns), by (comparison id, id of the values
+# list, whether a code is -1); each entry holds the list, so its id is not reused while cached.
+_STABLE_PLANS: dict[tuple[int, int, bool], tuple[list[Any], tuple[BoolArray | int, BoolArray | None]]] = {}
+
+
+def _coded(column: PreparedColumn, predicate: Predicate, cache_key: int | None) -> Tri:
+    assert column.codes is not None and column.values is not None
+    plan: tuple[BoolArray | int, BoolArray | None] | None = None
+    if column.stable and cache_key is not None:
+        key = (cache_key, id(column.values), column.has_missing())
+        entry = _STABLE_PLANS.get(key)
+        if entry is not None and entry[0] is column.values:
+            plan = entry[1]
+        else:
+            plan = _coded_plan(column, predicate, cache_key)
+            if len(_STABLE_PLANS) >= _TABLE_CACHE_LIMIT:
+                _STABLE_PLANS.clear()
+            _STABLE_PLANS[key] = (column.values, plan)
+    if plan is None:
+        plan = _coded_plan(column, predicate, cache_key)
+    t_tab, f_tab = plan
+    codes = column.codes  # -1 (missing) picks the last entry
+    if isinstance(t_tab, int):
+        return np.equal(codes, codes.dtype.type(t_tab)), None
+    if f_tab is None:
         return t_tab.take(codes), None
     return t_tab.take(codes), f_tab.take(codes)
 

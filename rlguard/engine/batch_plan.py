@@ -17,6 +17,7 @@ rules - position + 1``, so the maximum is the first rule that ends the row's eva
 
 from __future__ import annotations
 
+import math
 import threading
 import weakref
 from collections import OrderedDict
@@ -62,16 +63,30 @@ def _compare_id(cmp: Compare) -> int:
 class EvalContext:
     """Per-batch evaluation context shared by the layers of one `evaluate_batch` call."""
 
-    __slots__ = ("batch", "codes", "memo", "n", "tool_rows", "tool_table")
+    __slots__ = ("_codes", "_ones", "batch", "memo", "n", "tool_rows", "tool_table")
 
     def __init__(self, batch: ActionBatch) -> None:
         self.batch = batch
         self.n = batch.size
-        self.codes = batch.tool.astype(np.intp, copy=False)
+        self._codes: npt.NDArray[np.intp] | None = None
+        self._ones: BoolArray | None = None
         self.memo: dict[int, Tri] = {}
         # Set per layer: the layer's tool table, and the condition rows gathered so far.
         self.tool_table: _ToolTable | None = None
         self.tool_rows: list[BoolArray | None] = []
+
+    @property
+    def codes(self) -> npt.NDArray[np.intp]:
+        """The batch's tool codes as intp (for gathers)."""
+        if self._codes is None:
+            self._codes = self.batch.tool.astype(np.intp, copy=False)
+        return self._codes
+
+    def ones(self) -> BoolArray:
+        """All rows True (shared: never modified in place, as every condition result)."""
+        if self._ones is None:
+            self._ones = np.ones(self.n, dtype=bool)
+        return self._ones
 
     def group_codes(self, index: int) -> tuple[Int32Array, Int32Array | None]:
         """Rule group `index`'s stop codes per row (see `RuleGroup`)."""
@@ -116,6 +131,60 @@ def not_false(tri: Tri) -> BoolArray:
     return t if f is None else ~f
 
 
+_FLOAT_ORDER: dict[str, Callable[[Any, Any], BoolArray]] = {
+    "lt": np.less, "lte": np.less_equal, "gt": np.greater, "gte": np.greater_equal,
+}
+
+
+def _float_order(cmp: Compare) -> tuple[Callable[[Any, Any], BoolArray], float] | None:
+    """(ufunc, bound) when `cmp` orders by a number that float64 holds exactly (not a bool)."""
+    ufunc = _FLOAT_ORDER.get(cmp.op)
+    operand = cmp.operand
+    if ufunc is None or operand.__class__ not in (int, float):
+        return None
+    try:
+        bound = float(operand)
+    except OverflowError:
+        return None
+    if not math.isfinite(bound) or bound != operand:
+        return None
+    return ufunc, bound
+
+
+def _specialize(cond: Cond, tool_value: Callable[[Compare], bool]) -> Cond | bool:
+    """`cond` with its tool-name comparisons replaced by their (definite) values, simplified.
+
+    Exact in three-valued logic: a tool-name comparison is never Unknown, and Kleene AND/OR with
+    a definite value is either that value or the other operand.
+    """
+    if isinstance(cond, Compare):
+        return tool_value(cond) if cond.field.is_tool_name else cond
+    if isinstance(cond, Not):
+        inner = _specialize(cond.item, tool_value)
+        return (not inner) if isinstance(inner, bool) else Not(inner)
+    conj = isinstance(cond, AllOf)
+    rest: list[Cond] = []
+    for item in cond.items:
+        value = _specialize(item, tool_value)
+        if isinstance(value, bool):
+            if value != conj:  # False in an AllOf, True in an AnyOf: decides
+                return value
+            continue
+        rest.append(value)
+    if not rest:
+        return conj
+    if len(rest) == 1:
+        return rest[0]
+    return AllOf(tuple(rest)) if conj else AnyOf(tuple(rest))
+
+
+def _constant_node(value: bool) -> Node:
+    def const(ev: EvalContext) -> Tri:
+        return (ev.ones(), None) if value else (np.zeros(ev.n, dtype=bool), None)
+
+    return const
+
+
 def _compile(cond: Cond, tool_index: Callable[[Compare], int]) -> Node:
     """A function evaluating `cond` on a batch (results are never modified in place)."""
     if isinstance(cond, Compare):
@@ -128,6 +197,27 @@ def _compile(cond: Cond, tool_index: Callable[[Compare], int]) -> Node:
             return tool
         predicate = scalar_predicate(cond)
         key = _compare_id(cond)
+        order = _float_order(cond)
+        if order is not None:
+            ufunc, bound = order
+            name = cond.field.name
+
+            def ordered(ev: EvalContext) -> Tri:
+                # A float column compared with a float64-exact bound (the usual threshold on an
+                # observation): the ufunc itself, as batch_ops.compare_column would do it.
+                tri = ev.memo.get(key)
+                if tri is None:
+                    column = ev.batch.column(name)
+                    if column is not None and column.kind == "float":
+                        hit = ufunc(column.data, bound)
+                        known = column.known()
+                        tri = (hit, None) if known is None else (hit & known, known > hit)
+                    else:
+                        tri = compare_column(column, cond, predicate, ev.n, key)
+                    ev.memo[key] = tri
+                return tri
+
+            return ordered
 
         def field(ev: EvalContext) -> Tri:
             return ev.compare(key, cond, predicate)
@@ -325,6 +415,7 @@ class LayerPlan:
         strictness, position = keys // (n + 1), n - keys % (n + 1)
         self.strict_of = strictness.astype(np.int8)
         self.action_of = ACTION_OF_STRICT[strictness]
+        self.allowed_of = self.action_of == 0
         self.rule_of = np.where(position == n, -1, position).astype(np.int16)
         severities = [SEVERITY_CODES[r.severity] for r in policy.rules] + [SEVERITY_CODES[DEFAULT_DENY_SEVERITY]]
         penalties = [r.penalty for r in policy.rules] + [SEVERITY_PENALTY[DEFAULT_DENY_SEVERITY]]
@@ -342,6 +433,11 @@ class LayerPlan:
         self._tables: weakref.WeakKeyDictionary[ToolVocabulary, _ToolTable] = weakref.WeakKeyDictionary()
         self._warn_tables: tuple[FloatArray, npt.NDArray[np.int8]] | None = None
         self._lock = threading.Lock()
+        self._tool_k = index
+        # Rules specialized to one tool (see `scalar_rules`), by the values of the tool conditions.
+        self._scalar: dict[tuple[bool, ...], list[RulePlan]] = {}
+        self._last_scalar: tuple[ToolVocabulary, int, int, list[RulePlan]] | None = None
+        self._const_penalties: dict[int, npt.NDArray[np.float32]] = {}
 
     def _stop_keys(self) -> Int32Array:
         n = self.n_rules
@@ -386,6 +482,58 @@ class LayerPlan:
                 severity = np.maximum(severity, np.where(fired, self.warn_severity[j], 0).astype(np.int8))
             self._warn_tables = (penalty, severity)
         return self._warn_tables
+
+    def const_penalties(self, key: int) -> npt.NDArray[np.float32]:
+        """float32 per set of fired warn rules (up to 8): the warn sums plus the penalty of `key`,
+        added in float64 as `VerdictFactory` does (warns first)."""
+        table = self._const_penalties.get(key)
+        if table is None:
+            table = (self.warn_tables()[0] + self.penalty_of[key]).astype(np.float32)
+            self._const_penalties[key] = table
+        return table
+
+    def scalar_rules(self, vocab: ToolVocabulary, code: int) -> list[RulePlan]:
+        """The rules, in file order, for a batch whose every row calls the tool `code`.
+
+        Tool-name conditions become constants, folded away: a rule they make false is left out
+        (it can neither decide, warn nor consume), and the others read no tool codes.
+        """
+        last = self._last_scalar
+        if last is not None and last[0] is vocab and last[1] == len(vocab) and last[2] == code:
+            return last[3]
+        if self.tool_cmps:
+            column = self.tool_table(vocab).matrix[:, code]
+            bits = tuple(bool(b) for b in column.tolist())
+        else:
+            bits = ()
+        rules = self._scalar.get(bits)
+        if rules is None:
+            tool_k = self._tool_k
+
+            def value(cmp: Compare) -> bool:
+                return bits[tool_k[cmp]]
+
+            def unused(cmp: Compare) -> int:
+                raise AssertionError("specialized conditions read no tool name")
+
+            rules = []
+            for rp in self.plans:
+                when = _specialize(rp.rule.when, value)
+                if when is False:
+                    continue
+                limit: Cond | bool | None = None
+                if rp.rule.limit is not None:
+                    limit = _specialize(rp.rule.limit, value)
+                when_node = _constant_node(when) if isinstance(when, bool) else _compile(when, unused)
+                limit_node = None if limit is None else (
+                    _constant_node(limit) if isinstance(limit, bool) else _compile(limit, unused))
+                rules.append(RulePlan(rp.rule, rp.pos, self.n_rules, when_node, limit_node, rp.warn_slot))
+            with self._lock:
+                if len(self._scalar) >= 256:
+                    self._scalar.clear()
+                self._scalar[bits] = rules
+        self._last_scalar = (vocab, len(vocab), code, rules)
+        return rules
 
     def tool_table(self, vocab: ToolVocabulary) -> _ToolTable:
         """Every tool-name condition on every vocabulary entry (computed once per new entry)."""

@@ -59,15 +59,15 @@ class _Usage:
             events = self.events[i]
             assert events is not None
             while events and events[0][0] <= horizon:
-                _, amount = events.popleft()
-                self.amount[i] -= amount
-                self.count[i] -= 1
-            if events:
-                self.oldest[i] = events[0][0]
-            else:  # no float drift once the window is empty (as PolicyState)
-                self.amount[i] = 0.0
-                self.count[i] = 0
-                self.oldest[i] = math.inf
+                events.popleft()
+            # The float64 sum of the live events, added in order, as PolicyState keeps it (a
+            # running difference would drift and could let a budget through).
+            total = 0.0
+            for _, amount in events:
+                total += amount
+            self.amount[i] = total
+            self.count[i] = len(events)
+            self.oldest[i] = events[0][0] if events else math.inf
 
     def consume(self, rows: npt.NDArray[np.bool_], amounts: FloatArray, now: float) -> None:
         np.add(self.amount, amounts, out=self.amount, where=rows)

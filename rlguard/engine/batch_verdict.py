@@ -2,12 +2,40 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import numpy.typing as npt
 
 from rlguard.engine.batch_columns import BoolArray
 from rlguard.engine.batch_plan import FAILED, Int32Array, LayerPlan
-from rlguard.engine.verdict import ACTION_NAMES, Verdict
+from rlguard.engine.verdict import ACTION_NAMES, SEVERITY_CODES, SEVERITY_PENALTY, Verdict
+from rlguard.engine.verdicts import INVALID_TOOL_SEVERITY
+
+INVALID_SEVERITY = SEVERITY_CODES[INVALID_TOOL_SEVERITY]
+INVALID_PENALTY = float(SEVERITY_PENALTY[INVALID_TOOL_SEVERITY])
+
+
+def warn_sets(plan: LayerPlan, warns: BoolArray) -> npt.NDArray[Any] | None:
+    """Per row, the warn rules of `plan` that fired (`warns`: rules x rows) as bits, bit j for warn
+    rule j (uint8 or uint16, indexing `plan.warn_tables()`); None when none fired. With more than
+    16 warn rules (no tables) the result is `warns` itself."""
+    count = len(plan.warn_rules)
+    if not count or not np.count_nonzero(warns):
+        return None
+    if count > 16:
+        return warns
+    # The fired set as bits, built in uint8 (bools are 0/1 bytes): cheaper than casting to int.
+    low: npt.NDArray[Any] = warns[0].view(np.uint8)
+    for j in range(1, min(count, 8)):
+        low = low | (warns[j].view(np.uint8) << j)
+    if count <= 8:
+        return low
+    high: npt.NDArray[Any] = warns[8].view(np.uint8)
+    for j in range(9, count):
+        high = high | (warns[j].view(np.uint8) << (j - 8))
+    index: npt.NDArray[Any] = low | (high.astype(np.uint16) << 8)
+    return index
 
 
 class BatchVerdict:
@@ -30,26 +58,37 @@ class BatchVerdict:
         policy_digest: the gate's digest.
     """
 
-    __slots__ = ("_best", "_invalid", "_plans", "_warn_offsets", "action", "allowed", "indeterminate",
-                 "layer", "layer_offsets", "penalty", "policy_digest", "rule_ids", "rule_index", "severity",
-                 "warn_rule_ids", "warnings")
+    __slots__ = ("_action", "_best", "_const", "_indeterminate", "_invalid", "_key", "_layer", "_n", "_penalty",
+                 "_plans", "_rule_index", "_severity", "_warn_index", "_warn_offsets", "_warnings", "_warns",
+                 "allowed", "layer_offsets", "policy_digest", "rule_ids", "warn_rule_ids")
 
-    def __init__(self, plans: list[LayerPlan], digest: str, action: npt.NDArray[np.int8], allowed: BoolArray,
-                 rule_index: npt.NDArray[np.int16], indeterminate: BoolArray, best: Int32Array,
-                 warnings: BoolArray, layer: npt.NDArray[np.int8], invalid: BoolArray | None,
-                 severity: npt.NDArray[np.int8], penalty: npt.NDArray[np.float32]) -> None:
+    def __init__(self, plans: list[LayerPlan], digest: str, allowed: BoolArray, best: Int32Array | int,
+                 warns: BoolArray, invalid: BoolArray | None, *, layer: npt.NDArray[np.int8] | None = None,
+                 arrays: tuple[Any, ...] | None = None) -> None:
+        # `best`: each row's key code (the failed limit is in bits 1-6), or one code for every row;
+        # `warns`: (warn rules, rows). A gate with one layer decodes its arrays from these on first
+        # use (a wrapper step reads four of them); a derived gate passes them all in `arrays`
+        # (action, rule_index, indeterminate, severity, penalty).
         self._plans = plans
         self.policy_digest = digest
-        self.action = action
         self.allowed = allowed
-        self.rule_index = rule_index
-        self.indeterminate = indeterminate
-        self._best = best  # each row's key code: the failed limit is in bits 1-6
-        self.warnings = warnings
-        self.layer = layer
+        self._n = len(allowed)
+        self._const: int | None = best if isinstance(best, int) else None
+        self._best: Int32Array | None = None if isinstance(best, int) else best
+        self._key: npt.NDArray[np.intp] | None = None
+        self._warns = warns
         self._invalid = invalid
-        self.severity = severity
-        self.penalty = penalty
+        self._layer = layer
+        self._warnings: BoolArray | None = None
+        self._warn_index: npt.NDArray[Any] | bool | None = False  # False: not computed yet
+        if arrays is None:
+            self._action: npt.NDArray[np.int8] | None = None
+            self._rule_index: npt.NDArray[np.int16] | None = None
+            self._indeterminate: BoolArray | None = None
+            self._severity: npt.NDArray[np.int8] | None = None
+            self._penalty: npt.NDArray[np.float32] | None = None
+        else:
+            self._action, self._rule_index, self._indeterminate, self._severity, self._penalty = arrays
         if len(plans) == 1:
             self.layer_offsets: tuple[int, ...] = (0,)
             self._warn_offsets = [0]
@@ -61,6 +100,122 @@ class BatchVerdict:
             self._warn_offsets = np.cumsum([0] + [len(p.warn_ids) for p in plans[:-1]]).tolist()
             self.rule_ids = tuple(i for p in plans for i in p.rule_ids)
             self.warn_rule_ids = tuple(i for p in plans for i in p.warn_ids)
+
+    # -- arrays, decoded on first use (one layer) ------------------------------------------------
+    def _lookup(self, table: npt.NDArray[Any], on_invalid: Any) -> npt.NDArray[Any]:
+        """`table` at each row's key (a fresh array), `on_invalid` on rows of an invalid tool name."""
+        if self._const is not None:
+            value = table[self._const >> 8]
+            out = np.zeros(self._n, dtype=table.dtype) if value == 0 else np.full(self._n, value, dtype=table.dtype)
+        else:
+            if self._key is None:
+                assert self._best is not None
+                self._key = np.right_shift(self._best, 8, dtype=np.intp)
+            out = table.take(self._key)
+        if self._invalid is not None:
+            out[self._invalid] = on_invalid
+        return out
+
+    @property
+    def action(self) -> npt.NDArray[np.int8]:
+        """int8 per row: allow 0, deny 1, require_approval 2."""
+        if self._action is None:
+            self._action = self._lookup(self._plans[0].action_of, 1)
+        return self._action
+
+    @property
+    def rule_index(self) -> npt.NDArray[np.int16]:
+        """int16 per row: the deciding rule's index in its layer; -1 for the default and invalid tool names."""
+        if self._rule_index is None:
+            self._rule_index = self._lookup(self._plans[0].rule_of, -1)
+        return self._rule_index
+
+    @property
+    def indeterminate(self) -> BoolArray:
+        """bool per row, as `Verdict.indeterminate`."""
+        if self._indeterminate is None:
+            if self._const is not None:
+                out = np.zeros(self._n, dtype=bool)
+                if self._const & 1:
+                    out[:] = True
+            else:
+                assert self._best is not None
+                out = (self._best & 1).astype(bool)
+            if self._invalid is not None:
+                out[self._invalid] = False
+            self._indeterminate = out
+        return self._indeterminate
+
+    @property
+    def warnings(self) -> BoolArray:
+        """bool (rows, warn rules): the warn rules that fired per row (the row's `Verdict.violations`)."""
+        if self._warnings is None:
+            warns = self._warns
+            if self._invalid is not None and warns.shape[0]:
+                warns = warns & ~self._invalid
+            self._warnings = warns.T
+        return self._warnings
+
+    @property
+    def layer(self) -> npt.NDArray[np.int8]:
+        """int8 per row: the layer that decided (always 0 for a gate that was not derived)."""
+        if self._layer is None:
+            self._layer = np.zeros(self._n, dtype=np.int8)
+        return self._layer
+
+    def _fired_sets(self) -> npt.NDArray[Any] | None:
+        """Per row, the set of warn rules that fired as bits (see `warn_sets`); None when none fired."""
+        if self._warn_index is False:
+            self._warn_index = warn_sets(self._plans[0], self._warns)
+        return self._warn_index  # type: ignore[return-value]
+
+    @property
+    def severity(self) -> npt.NDArray[np.int8]:
+        """int8 per row: 0 none, 1 low, 2 medium, 3 high, 4 critical."""
+        if self._severity is None:
+            plan = self._plans[0]
+            fired = self._fired_sets()
+            if fired is None:
+                severity = self._lookup(plan.severity_of, INVALID_SEVERITY)
+            else:
+                refusal = self._lookup(plan.severity_of, INVALID_SEVERITY)
+                if len(plan.warn_rules) <= 16:
+                    warn = plan.warn_tables()[1].take(fired)
+                else:
+                    warn = np.where(self._warns, plan.warn_severity[:, None], 0).max(axis=0).astype(np.int8)
+                severity = np.where(self.allowed, warn, refusal)  # invalid rows are not allowed
+            self._severity = severity
+        return self._severity
+
+    @property
+    def penalty(self) -> npt.NDArray[np.float32]:
+        """float32 per row, as `Verdict.penalty` (warn rules that fired included)."""
+        if self._penalty is None:
+            plan = self._plans[0]
+            fired = self._fired_sets()
+            if fired is None:
+                penalty = self._lookup(plan.penalty32_of, INVALID_PENALTY)
+            elif self._const is not None and len(plan.warn_rules) <= 8 and self._invalid is None:
+                # One refusal penalty for every row: the sums per fired set (warns first, then
+                # the refusal's, as VerdictFactory adds them) form a table of float32 values.
+                table = plan.const_penalties(self._const >> 8)
+                if len(plan.warn_rules) == 1 and table[0] == 0:
+                    penalty = np.multiply(self._warns[0], table[1], dtype=np.float32)  # 0 or the one sum
+                else:
+                    penalty = table.take(fired.astype(np.intp))
+            else:
+                if len(plan.warn_rules) <= 16:
+                    warn = plan.warn_tables()[0].take(fired)
+                else:
+                    warn = np.zeros(self._n)
+                    for j in range(len(plan.warn_rules)):  # in file order, as VerdictFactory adds them
+                        warn = warn + np.where(self._warns[j], plan.warn_penalty[j], 0.0)
+                # Warns first, then the refusal's, as VerdictFactory adds them.
+                penalty = (warn + self._lookup(plan.penalty_of, 0.0)).astype(np.float32)
+                if self._invalid is not None:
+                    penalty[self._invalid] = INVALID_PENALTY
+            self._penalty = penalty
+        return self._penalty
 
     def __len__(self) -> int:
         return len(self.action)
@@ -81,7 +236,8 @@ class BatchVerdict:
         plan = self._plans[layer]
         if self._invalid is not None and self._invalid[i]:
             return plan.factory.invalid_tool()
-        failed = (int(self._best[i]) >> 1) & 0x7F
+        best = self._const if self._const is not None else int(self._best[i])  # type: ignore[index]
+        failed = (best >> 1) & 0x7F
         index = int(self.rule_index[i])
         rule = plan.rules[index] if index >= 0 else None
         start = self._warn_offsets[layer]

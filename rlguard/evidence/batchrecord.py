@@ -75,8 +75,6 @@ def batch_record(
     flags = verdicts.indeterminate
     indeterminate = int(np.count_nonzero(flags if mask is None else flags & mask))
     warnings = verdicts.warnings
-    if mask is not None and warnings.ndim == 2:
-        warnings = warnings[mask]
     record: dict[str, Any] = {
         "kind": "batch",
         "step": step,
@@ -92,8 +90,11 @@ def batch_record(
     if mask is not None:
         record["skipped"] = total - n
     if warnings.ndim == 2 and warnings.shape[1]:
-        fired = np.count_nonzero(warnings, axis=0)
-        record["warned"] = int(np.count_nonzero(warnings.any(axis=1)))
+        by_rule = warnings.T  # (warn rules, rows): the layout BatchVerdict keeps contiguous, fast to reduce
+        if mask is not None:
+            by_rule = by_rule[:, mask]
+        fired = np.count_nonzero(by_rule, axis=1)
+        record["warned"] = int(np.count_nonzero(by_rule.any(axis=0)))
         record["warnings"] = {verdicts.warn_rule_ids[k]: int(fired[k]) for k in np.flatnonzero(fired).tolist()}
     if detail == "summary":
         return record

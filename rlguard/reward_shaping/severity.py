@@ -39,7 +39,9 @@ class SeverityPenalty(RewardShaper):
     def __call__(self, reward: npt.ArrayLike, verdicts: VerdictArrays, done: npt.ArrayLike | None = None) -> FloatArray:
         r = as_reward(reward)
         penalty = np.asarray(verdicts.penalty)
-        shaped: FloatArray = r - self.scale * penalty
+        # The product in float64 whatever the penalty's dtype (numpy 2 keeps float32 * Python float
+        # in float32), then the reward's own dtype (a float32 reward stays float32).
+        shaped: FloatArray = (r - np.multiply(penalty, self.scale, dtype=np.float64)).astype(r.dtype, copy=False)
         if self.clean_bonus:
             clean = np.asarray(verdicts.allowed, dtype=bool) & (penalty == 0)
             shaped = shaped + self.clean_bonus * clean

@@ -192,14 +192,18 @@ class GovernedVectorEnv(
         rewards, terminations = gov.conclude(decision, rewards, terminations, truncations, skip)
         rlguard, cost = gov.info(decision, skip)
         rlguard["proposed"] = actions
-        mask = np.ones(self.num_envs, dtype=np.bool_) if skip is None else ~skip
+        if skip is None:
+            mask = np.empty(self.num_envs, dtype=np.bool_)
+            mask.fill(True)
+        else:
+            mask = decision.keep if decision.keep is not None else ~skip
         info = dict(info)
         _add_info(info, INFO_KEY, rlguard, mask)
         if gov.cost_key is not None:
             _add_info(info, gov.cost_key, cost, mask.copy())
         if self.autoreset_mode == AutoresetMode.NEXT_STEP:
-            ended = terminations | truncations
-            self._resetting = ended if ended.any() else None
+            ended = gov.done  # terminations | truncations, as the env saw them (no "terminate" here)
+            self._resetting = ended if ended is not None and np.count_nonzero(ended) else None
         self._last_obs = obs
         return obs, rewards, terminations, truncations, info
 

@@ -49,6 +49,9 @@ class Decision(NamedTuple):
     executed: Any  # the actions to step the env with (the proposed ones where not blocked)
     penalty: npt.NDArray[np.float32]  # 0 on skipped rows and for approved actions' deciding rule
     any_blocked: bool
+    allowed: npt.NDArray[np.bool_]  # not refused (``~refused``)
+    any_refused: bool
+    keep: npt.NDArray[np.bool_] | None = None  # ``~skip`` (None without skip)
 
 
 class Governor:
@@ -141,6 +144,8 @@ class Governor:
         self.binding: SchemaBinding = schema.bind(gate, action_space, observation_space, owner)
         self.state: BatchPolicyState = BatchPolicyState(num_rows)
         self.steps = 0
+        # The rows whose episode ended at the last step (set by `conclude`).
+        self.done: npt.NDArray[np.bool_] | None = None
         self._record_mask = False
         if recorder is not None:
             try:
@@ -214,17 +219,21 @@ class Governor:
                     allowed[rows] = True
                     penalty = penalty.copy()
                     penalty[rows] = self._warn_totals(verdict, rows)
-        refused = ~allowed
+        keep = None
         if skip is not None:
-            refused &= ~skip
+            keep = ~skip
+            allowed = allowed | skip
             penalty = np.where(skip, np.float32(0.0), penalty)
-        any_refused = bool(refused.any())
-        if self.on_violation == "pass" or not any_refused:
+        if np.count_nonzero(allowed) == n:  # the usual step: nothing refused, nothing to substitute
+            none = np.zeros(n, dtype=np.bool_)
+            return Decision(batch, verdict, rule, none, none, actions, penalty, False, allowed, False, keep)
+        refused = ~allowed
+        if self.on_violation == "pass":
             blocked = np.zeros(n, dtype=np.bool_)
-            return Decision(batch, verdict, rule, refused, blocked, actions, penalty, False)
+            return Decision(batch, verdict, rule, refused, blocked, actions, penalty, False, allowed, True, keep)
         rows = np.flatnonzero(refused)
         executed = put_rows(actions, rows, self._run_fallback(obs, actions, rows))
-        return Decision(batch, verdict, rule, refused, refused, executed, penalty, True)
+        return Decision(batch, verdict, rule, refused, refused, executed, penalty, True, allowed, True, keep)
 
     def _warn_totals(self, verdict: BatchVerdict, rows: npt.NDArray[np.intp]) -> npt.NDArray[np.float32]:
         fired = np.asarray(verdict.warnings)[rows]
@@ -279,13 +288,14 @@ class Governor:
         if self.on_violation == "terminate" and decision.any_blocked:
             terminated = terminated | decision.blocked
         done = terminated | truncated
+        self.done = done
         if self.shaper is not None:
-            verdicts = StepVerdicts(~decision.refused, decision.penalty)
+            verdicts = StepVerdicts(decision.allowed, decision.penalty)
             shaped = self.shaper(reward, verdicts, done)
             reward = shaped if skip is None else np.where(skip, reward, shaped)
         if self.recorder is not None:
             self._record(decision, skip)
-        if self.stateful and done.any():
+        if self.stateful and np.count_nonzero(done):
             self.state.reset(done)
         self.steps += 1
         return reward, terminated
@@ -293,13 +303,14 @@ class Governor:
     def _record(self, decision: Decision, skip: npt.NDArray[np.bool_] | None) -> None:
         verdict: Any = decision.verdict
         kwargs: dict[str, Any] = {"step": self.steps, "detail": self.detail}
-        if skip is not None and skip.any():
+        if skip is not None and np.count_nonzero(skip):
+            keep = decision.keep if decision.keep is not None else ~skip
             if self._record_mask:
-                kwargs["mask"] = ~skip
+                kwargs["mask"] = keep.copy()
             else:
                 # The recorder cannot leave rows out: show the rows that were not evaluated as
                 # allowed by the default, so they never appear as violations.
-                verdict = _UnevaluatedAsAllowed(verdict, skip)
+                verdict = _UnevaluatedAsAllowed(verdict, skip, keep)
         self.recorder.record_batch(decision.batch, verdict, **kwargs)
 
     def info(self, decision: Decision, skip: npt.NDArray[np.bool_] | None) -> tuple[dict[str, Any], Any]:
@@ -307,9 +318,12 @@ class Governor:
         verdict = decision.verdict
         action = verdict.action
         rule = decision.rule
-        if skip is not None and skip.any():
-            action = np.where(skip, np.int8(0), action)
-            rule = np.where(skip, np.int16(0), rule)
+        if skip is not None:
+            # 0 on the rows that were not evaluated (a multiplication by the bool mask keeps the
+            # dtype and is cheaper than np.where).
+            keep = decision.keep if decision.keep is not None else ~skip
+            action = np.multiply(action, keep, dtype=action.dtype)
+            rule = np.multiply(rule, keep, dtype=rule.dtype)
         rlguard = {
             "action": action,
             "rule": rule,
@@ -318,8 +332,12 @@ class Governor:
             "executed": decision.executed,
             "penalty": decision.penalty,
         }
-        refused_or_penalty = decision.refused if self.cost == "violation" else decision.penalty
-        cost = refused_or_penalty.astype(np.float64)
+        if self.cost == "penalty":
+            cost = decision.penalty.astype(np.float64)
+        elif decision.any_refused:
+            cost = decision.refused.astype(np.float64)
+        else:
+            cost = np.zeros(len(decision.refused))
         return rlguard, cost
 
     def reset(self, mask: npt.NDArray[np.bool_] | None = None) -> None:
@@ -380,23 +398,76 @@ class Governor:
         return repeat(repeats)  # type: ignore[no-any-return]
 
 class _UnevaluatedAsAllowed:
-    """A `BatchVerdict` view whose skipped rows read as allowed by the default (for recorders)."""
+    """A `BatchVerdict` view whose skipped rows read as allowed by the default (for recorders).
 
-    def __init__(self, verdict: BatchVerdict, skip: npt.NDArray[np.bool_]) -> None:
-        keep = ~skip
-        self.action = np.where(skip, np.int8(0), verdict.action)
-        self.allowed = verdict.allowed | skip
-        self.rule_index = np.where(skip, np.int16(-1), verdict.rule_index)
-        self.penalty = np.where(skip, np.float32(0.0), verdict.penalty)
-        self.severity = np.where(skip, np.int8(0), verdict.severity)
-        self.indeterminate = verdict.indeterminate & keep
-        warnings = np.asarray(verdict.warnings)
-        self.warnings = warnings & keep[:, None] if warnings.ndim == 2 else warnings
+    Each array is made on first use: a recorder reads only some of them.
+    """
+
+    def __init__(self, verdict: BatchVerdict, skip: npt.NDArray[np.bool_], keep: npt.NDArray[np.bool_]) -> None:
+        self._verdict = verdict
+        self._skip = skip
+        self._keep = keep
+        self._cache: dict[str, Any] = {}
         self.rule_ids = verdict.rule_ids
         self.policy_digest = verdict.policy_digest
-        for name in ("layer", "layer_offsets", "warn_rule_ids"):
-            if hasattr(verdict, name):
-                setattr(self, name, getattr(verdict, name))
+        self.layer_offsets = verdict.layer_offsets
+        self.warn_rule_ids = verdict.warn_rule_ids
+
+    def _get(self, name: str) -> Any:
+        value = self._cache.get(name)
+        if value is None:
+            v, skip, keep = self._verdict, self._skip, self._keep
+            if name == "action":  # allow (0) on skipped rows; a product by the mask keeps the dtype
+                value = np.multiply(v.action, keep, dtype=np.int8)
+            elif name == "allowed":
+                value = v.allowed | skip
+            elif name == "rule_index":
+                value = np.where(skip, np.int16(-1), v.rule_index)
+            elif name == "penalty":
+                value = np.where(skip, np.float32(0.0), v.penalty)
+            elif name == "severity":
+                value = np.multiply(v.severity, keep, dtype=np.int8)
+            elif name == "indeterminate":
+                value = v.indeterminate & keep
+            elif name == "warnings":
+                warnings = np.asarray(v.warnings)
+                value = warnings & keep[:, None] if warnings.ndim == 2 else warnings
+            else:
+                value = getattr(v, name)
+            self._cache[name] = value
+        return value
+
+    @property
+    def action(self) -> npt.NDArray[np.int8]:
+        return self._get("action")  # type: ignore[no-any-return]
+
+    @property
+    def allowed(self) -> npt.NDArray[np.bool_]:
+        return self._get("allowed")  # type: ignore[no-any-return]
+
+    @property
+    def rule_index(self) -> npt.NDArray[np.int16]:
+        return self._get("rule_index")  # type: ignore[no-any-return]
+
+    @property
+    def penalty(self) -> npt.NDArray[np.float32]:
+        return self._get("penalty")  # type: ignore[no-any-return]
+
+    @property
+    def severity(self) -> npt.NDArray[np.int8]:
+        return self._get("severity")  # type: ignore[no-any-return]
+
+    @property
+    def indeterminate(self) -> npt.NDArray[np.bool_]:
+        return self._get("indeterminate")  # type: ignore[no-any-return]
+
+    @property
+    def warnings(self) -> npt.NDArray[np.bool_]:
+        return self._get("warnings")  # type: ignore[no-any-return]
+
+    @property
+    def layer(self) -> npt.NDArray[np.int8]:
+        return self._get("layer")  # type: ignore[no-any-return]
 
     def __len__(self) -> int:
-        return int(self.action.shape[0])
+        return int(self._verdict.allowed.shape[0])

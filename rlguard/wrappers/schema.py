@@ -24,6 +24,7 @@ FallbackFn = Callable[[Any, Any], Any]
 ENTRY_KEYS: tuple[str, ...] = ("tool", "args", "tool_meta", "environment", "agent", "session", "context")
 _MAPPING_KEYS = ("args", "tool_meta", "context")
 _PLAIN_SCALARS = (str, int, float, bool)
+_UNSIGNED = {1: np.uint8, 2: np.uint16, 4: np.uint32, 8: np.uint64}
 
 
 def _fail(message: str, hint: str) -> ValueError:
@@ -239,7 +240,7 @@ class SchemaBinding:
         observation_space: spaces.Space[Any],
         owner: str,
     ) -> None:
-        from rlguard.engine.batch import CodedColumn, ToolVocabulary
+        from rlguard.engine.batch import ToolVocabulary
 
         self.schema = schema
         self.layers = gate.layers
@@ -284,7 +285,10 @@ class SchemaBinding:
                 self.const_columns[field] = first
             else:
                 self.coded_columns[field] = tuple(None if v is MISSING else v for v in values)
-        self._coded_column = CodedColumn
+        # The same columns as lists (what a coded PreparedColumn holds; never modified), and the
+        # table's constant columns prepared once per batch size.
+        self.coded_lists: dict[str, list[Any]] = {name: list(v) for name, v in self.coded_columns.items()}
+        self._scalar_columns: dict[int, dict[str, Any]] = {}
 
         self.fields_fn = schema.fields
         provided = set(self.const_columns) | set(self.coded_columns)
@@ -373,15 +377,16 @@ class SchemaBinding:
 
     def index(self, actions: np.ndarray) -> np.ndarray:
         """Table row of each Discrete action; raises on an action outside the table."""
-        if actions.dtype.kind not in "iu":
+        kind = actions.dtype.kind
+        if kind not in "iu":
             raise _fail(
                 f"Discrete actions must be integers, got an array of dtype `{actions.dtype}`",
                 "pass the actions as an int array (e.g. the output of action_space.sample())",
             )
         idx = actions if self.start == 0 else actions - self.start
         # One comparison checks both bounds: as unsigned, negative indices are huge.
-        unsigned = idx.view(idx.dtype.str.replace("i", "u")) if idx.dtype.kind == "i" else idx
-        if bool((unsigned >= self.num_actions).any()):
+        unsigned = idx.view(_UNSIGNED[idx.dtype.itemsize]) if kind == "i" else idx
+        if np.count_nonzero(unsigned >= self.num_actions):
             bad = actions[(idx < 0) | (idx >= self.num_actions)]
             raise _fail(
                 f"an action is outside the action space: `{bad[:5].tolist()!r}`",
@@ -394,27 +399,46 @@ class SchemaBinding:
 
         Rows in `skip` get an invalid tool name: the policy denies them without consuming anything.
         """
-        from rlguard.engine.batch import ActionBatch
+        from rlguard.engine.batch_columns import ActionBatch, PreparedColumn, prepare_column
 
-        columns: dict[str, Any] = dict(self.const_columns)
+        # The table's columns are built here, already checked (the codes are action indices,
+        # checked by `index`); only the fields function's columns go through full validation.
+        columns = self._scalar_columns.get(size)
+        if columns is None:
+            columns = {name: PreparedColumn("scalar", size, value=value) for name, value in self.const_columns.items()}
+            if len(self._scalar_columns) >= 8:
+                self._scalar_columns.clear()
+            self._scalar_columns[size] = columns
+        columns = dict(columns)
         if self.schema.discrete:
+            if not isinstance(actions, np.ndarray):
+                actions = np.asarray(actions)
             idx = self.index(actions)
+            if idx.shape != (size,):
+                raise _fail(
+                    f"got actions of shape {idx.shape} for a batch of {size} rows",
+                    "pass one action per sub-env",
+                )
             if self.tool_const is not None:
                 tool: Any = self.tool_const
             elif self.tool_identity:
                 tool = idx
             else:
-                tool = self.tool_table[idx]
-            coded = self._coded_column
-            for name, values in self.coded_columns.items():
-                columns[name] = coded(idx, values)
+                tool = self.tool_table.take(idx)
+            for name, values in self.coded_lists.items():
+                column = PreparedColumn("coded", size, codes=idx, values=values)
+                column._has_missing = False  # codes are action indices: never -1
+                column.stable = True  # the same list every step
+                columns[name] = column
         else:
             tool = self.tool_const
         if self.fields_fn is not None:
-            columns.update(self._columns(self.fields_fn(obs, actions), size, "the action schema", self.needed))
+            extra = self._columns(self.fields_fn(obs, actions), size, "the action schema", self.needed)
+            for name, value in extra.items():  # `needed` names only: policy fields, never `tool`
+                columns[name] = prepare_column(name, value, size)
         if skip is not None:
             tool = np.where(skip, self.skip_code, tool)
-        return ActionBatch(tool, self.vocab, columns, size=size)
+        return ActionBatch._trusted(tool, self.vocab, columns, size, tools_valid=skip is None)
 
     def stale(self, gate: PolicyGate) -> bool:
         """Whether the gate's policy changed (a `reload`) since this binding was made."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 from typing import Any
 
+import numpy as np
 import pytest
 
 from rlguard import ActionContext, PolicyGate, PolicyState, compile_policy, load_policy
@@ -321,3 +322,29 @@ def test_concurrent_checks_never_overspend() -> None:
     for t in threads:
         t.join()
     assert sum(allowed) == 100
+
+
+def test_window_usage_is_the_sum_of_live_events_without_drift() -> None:
+    # Subtracting expired amounts from a running total drifts: 0.7 + 0.1 - 0.7 is not 0.1, and
+    # that difference let `0.9000000000000001` through a max of 1.0. Usage is the sum of live events.
+    from rlguard import ActionBatch, BatchPolicyState, ToolVocabulary
+
+    clock = [0.0]
+    policy = {"version": 1, "rules": [{"id": "w", "when": {"tool": "pay"}, "verdict": "deny_if_exceeds",
+                                       "budget": {"field": "args.amount", "max": 1.0, "per": "window", "window": 10}}]}
+    gate = PolicyGate.from_dict(policy)
+    gate.state = PolicyState(clock=lambda: clock[0])
+    batch_state = BatchPolicyState(1, clock=lambda: clock[0])
+    vocab = ToolVocabulary(["pay"])
+
+    def both(amount: float) -> tuple[str, str]:
+        single = gate.check(ActionContext("pay", {"amount": amount})).action
+        batch = gate.check_batch(ActionBatch(np.array([0]), vocab, {"args.amount": np.array([amount])}), batch_state)
+        return single, batch.verdict(0).action
+
+    assert both(0.7) == ("allow", "allow")
+    clock[0] = 1.0
+    assert both(0.1) == ("allow", "allow")
+    clock[0] = 10.5  # the 0.7 has expired; 0.1 is live
+    assert both(0.9000000000000001) == ("deny", "deny")  # 0.1 + 0.9000000000000001 > 1.0
+    assert both(0.9) == ("allow", "allow")
