@@ -29,7 +29,7 @@ import numpy.typing as npt
 
 from rlguard.engine.batch_columns import ActionBatch, BoolArray, ToolVocabulary
 from rlguard.engine.batch_ops import FloatArray, Predicate, Tri, compare_column
-from rlguard.engine.model import AllOf, AnyOf, Compare, Cond, Not, Policy, Rule
+from rlguard.engine.model import AllOf, AnyOf, Compare, Cond, Not, Policy, Rule, split_tool_conditions
 from rlguard.engine.operators import scalar_predicate
 from rlguard.engine.verdict import SEVERITY_CODES, SEVERITY_PENALTY, STRICTNESS
 from rlguard.engine.verdicts import DEFAULT_DENY_SEVERITY, VerdictFactory
@@ -299,16 +299,6 @@ class RulePlan:
         self.s_allow = _stop(pos, n_rules, "allow", True)
         self.s_self = _stop(pos, n_rules, action, True)
         self.s_unknown = _stop(pos, n_rules, action, False)  # indeterminate
-
-
-def split_tool_conditions(when: Cond) -> tuple[list[Compare], Cond | None]:
-    """The top-level conditions on the tool name, and the rest (None when nothing is left)."""
-    items = when.items if isinstance(when, AllOf) else (when,)
-    on_tool = [c for c in items if isinstance(c, Compare) and c.field.is_tool_name]
-    rest = tuple(c for c in items if not (isinstance(c, Compare) and c.field.is_tool_name))
-    if not rest:
-        return on_tool, None
-    return on_tool, rest[0] if len(rest) == 1 else AllOf(rest)
 
 
 class RuleGroup:

@@ -13,11 +13,11 @@ from gymnasium.error import ResetNeeded
 from gymnasium.utils import RecordConstructorArgs
 
 from rlguard.wrappers.batching import batch_one
+from rlguard.wrappers.governed_accessors import GovernedAccessors
 from rlguard.wrappers.governor import Approver, CostMode, Governor, OnViolation, Shaper
 from rlguard.wrappers.schema import ActionSchema
 
 if TYPE_CHECKING:
-    from rlguard.engine.batch_state import BatchPolicyState
     from rlguard.engine.gate import PolicyGate
 
 INFO_KEY = "rlguard"
@@ -46,6 +46,7 @@ def _add_info(owner: str, info: dict[str, Any], key: str, value: Any) -> None:
 class GovernedEnv(
     gym.Wrapper[ObsType, ActType, ObsType, ActType],
     RecordConstructorArgs,
+    GovernedAccessors,
 ):
     """Checks each action against an rlguard policy before the env runs it: block, terminate or pass, and shape.
 
@@ -138,26 +139,6 @@ class GovernedEnv(
         gym.Wrapper.__init__(self, env)
         self._last_obs: Any = None
         self._has_obs = False
-
-    @property
-    def gate(self) -> PolicyGate:
-        """The policy gate."""
-        return self._governor.gate
-
-    @property
-    def schema(self) -> ActionSchema:
-        """The action schema."""
-        return self._governor.schema
-
-    @property
-    def policy_state(self) -> BatchPolicyState:
-        """Budget and rate usage (one row)."""
-        return self._governor.state
-
-    @property
-    def rule_ids(self) -> tuple[str, ...]:
-        """Rule ids, index-aligned with ``info["rlguard"]["rule"]``."""
-        return self._governor.rule_ids
 
     def reset(
         self, *, seed: int | None = None, options: dict[str, Any] | None = None

@@ -12,12 +12,12 @@ from gymnasium.logger import warn
 from gymnasium.utils import RecordConstructorArgs
 from gymnasium.vector import AutoresetMode, VectorEnv, VectorWrapper
 
+from rlguard.wrappers.governed_accessors import GovernedAccessors
 from rlguard.wrappers.governed_env import INFO_KEY
 from rlguard.wrappers.governor import Approver, CostMode, Governor, OnViolation, Shaper
 from rlguard.wrappers.schema import ActionSchema
 
 if TYPE_CHECKING:
-    from rlguard.engine.batch_state import BatchPolicyState
     from rlguard.engine.gate import PolicyGate
 
 
@@ -34,6 +34,7 @@ def _add_info(info: dict[str, Any], key: str, value: Any, mask: npt.NDArray[np.b
 class GovernedVectorEnv(
     VectorWrapper[ObsType, ActType, ObsType, ActType, np.ndarray],
     RecordConstructorArgs,
+    GovernedAccessors,
 ):
     """Checks every sub-env's action against an rlguard policy in one vectorized pass per step.
 
@@ -140,26 +141,6 @@ class GovernedVectorEnv(
         self._has_obs = False
         # Under NEXT_STEP: the sub-envs whose next step is a reset step.
         self._resetting: npt.NDArray[np.bool_] | None = None
-
-    @property
-    def gate(self) -> PolicyGate:
-        """The policy gate."""
-        return self._governor.gate
-
-    @property
-    def schema(self) -> ActionSchema:
-        """The action schema."""
-        return self._governor.schema
-
-    @property
-    def policy_state(self) -> BatchPolicyState:
-        """Budget and rate usage, one row per sub-env."""
-        return self._governor.state
-
-    @property
-    def rule_ids(self) -> tuple[str, ...]:
-        """Rule ids, index-aligned with ``info["rlguard"]["rule"]``."""
-        return self._governor.rule_ids
 
     def reset(
         self, *, seed: int | list[int | None] | None = None, options: dict[str, Any] | None = None

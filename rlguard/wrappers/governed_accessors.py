@@ -1,0 +1,37 @@
+"""What both governed wrappers expose about their governance (gate, schema, state, rule ids)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from rlguard.engine.batch_state import BatchPolicyState
+    from rlguard.engine.gate import PolicyGate
+    from rlguard.wrappers.governor import Governor
+    from rlguard.wrappers.schema import ActionSchema
+
+
+class GovernedAccessors:
+    """Read-only views on a wrapper's `Governor` (`GovernedEnv` and `GovernedVectorEnv` share them)."""
+
+    _governor: Governor
+
+    @property
+    def gate(self) -> PolicyGate:
+        """The policy gate."""
+        return self._governor.gate
+
+    @property
+    def schema(self) -> ActionSchema:
+        """The action schema."""
+        return self._governor.schema
+
+    @property
+    def policy_state(self) -> BatchPolicyState:
+        """Budget and rate usage, one row per sub-env (one row for a single env)."""
+        return self._governor.state
+
+    @property
+    def rule_ids(self) -> tuple[str, ...]:
+        """Rule ids, index-aligned with ``info["rlguard"]["rule"]``."""
+        return self._governor.rule_ids
