@@ -159,6 +159,27 @@ class BatchPolicyState:
         """Record one allowed action under a stateful rule in each row of `rows` (bool mask)."""
         self._get(namespace, rule).consume(rows, amounts, now)
 
+    def repeat(self, times: int) -> BatchPolicyState:
+        """A new state of ``num_envs * times`` rows whose row ``i * times + k`` holds a copy of row i's usage.
+
+        For evaluating several candidate actions per sub-env in one batch (action masks) without
+        touching this state.
+        """
+        if not isinstance(times, (int, np.integer)) or isinstance(times, bool) or times < 1:
+            raise ValueError(f"times must be an int >= 1, got `{times!r}`")
+        times = int(times)
+        out = BatchPolicyState(self.num_envs * times, self.clock)
+        for key, usage in self._usage.items():
+            copy = _Usage(usage.scope, usage.window, out.num_envs)
+            copy.amount = np.repeat(usage.amount, times)
+            copy.count = np.repeat(usage.count, times)
+            if usage.events is not None:
+                assert usage.oldest is not None
+                copy.events = [None if e is None else deque(e) for e in usage.events for _ in range(times)]
+                copy.oldest = np.repeat(usage.oldest, times)
+            out._usage[key] = copy
+        return out
+
     # -- lifecycle ---------------------------------------------------------------------------
     def reset(self, mask: npt.NDArray[np.bool_] | None = None) -> None:
         """Episodes ended in the rows of `mask` (all rows if None): clear their ``per: episode`` usage."""

@@ -6,7 +6,6 @@ through this one class, so both build the same contexts and make the same decisi
 
 from __future__ import annotations
 
-import copy
 import inspect
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Literal, NamedTuple
@@ -364,16 +363,8 @@ class Governor:
         n = int(space.n)
         rows = self.num_rows
         candidates = np.arange(int(space.start), int(space.start) + n, dtype=space.dtype)
-        state = self._peek_state(n) if self.stateful else None
-        if self.stateful and state is None:
-            # One batch per action, each against its own copy of the usage.
-            out = np.zeros((n, rows), dtype=np.bool_)
-            for k, a in enumerate(candidates):
-                acts = np.full(rows, a, dtype=candidates.dtype)
-                verdict = self.gate.check_batch(self.binding.batch(obs, acts, rows), copy.deepcopy(self.state))
-                out[k] = self._allowed_after_approval(verdict, obs, acts)
-            masks: npt.NDArray[np.bool_] = np.ascontiguousarray(out.T)
-            return masks
+        # Row i*n+k is action k in sub-env i, against a copy of sub-env i's usage (nothing consumed).
+        state = self.state.repeat(n) if self.stateful else None
         obs_rep = repeat_rows(obs, n)
         acts = np.tile(candidates, rows)
         verdict = self.gate.check_batch(self.binding.batch(obs_rep, acts, rows * n), state)
@@ -390,12 +381,6 @@ class Governor:
                 allowed[idx] = True
         return allowed
 
-    def _peek_state(self, repeats: int) -> BatchPolicyState | None:
-        """A throwaway state whose row i*repeats+k holds row i's usage, if the state can be repeated."""
-        repeat = getattr(self.state, "repeat", None)
-        if repeat is None:
-            return None
-        return repeat(repeats)  # type: ignore[no-any-return]
 
 class _UnevaluatedAsAllowed:
     """A `BatchVerdict` view whose skipped rows read as allowed by the default (for recorders).

@@ -418,3 +418,21 @@ def test_many_warn_rules_sum_penalties_in_file_order(warn_count: int) -> None:
     gate = PolicyGate.from_dict({"version": 1, "default": "allow", "combine": "deny_overrides", "rules": rules})
     batch = ActionBatch(0, ToolVocabulary(["t"]), {"args.x": np.arange(6)}, size=6)
     check_rows(gate, batch)
+
+
+def test_repeated_state_copies_each_row_and_leaves_the_original() -> None:
+    from rlguard import ActionBatch, BatchPolicyState, PolicyGate, ToolVocabulary
+
+    gate = PolicyGate.from_dict({"version": 1, "rules": [
+        {"id": "spend", "when": {"tool": "pay"}, "verdict": "deny_if_exceeds",
+         "budget": {"field": "args.amount", "max": 10, "per": "episode"}}]})
+    vocab = ToolVocabulary(["pay"])
+    state = BatchPolicyState(2)
+    gate.check_batch(ActionBatch(0, vocab, {"args.amount": np.array([7.0, 2.0])}, size=2), state)
+    repeated = state.repeat(3)
+    assert repeated.num_envs == 6
+    amounts, _ = repeated.usage(gate, "spend")
+    assert amounts.tolist() == [7.0, 7.0, 7.0, 2.0, 2.0, 2.0]
+    result = gate.check_batch(ActionBatch(0, vocab, {"args.amount": np.full(6, 4.0)}, size=6), repeated)
+    assert result.allowed.tolist() == [False, False, False, True, True, True]
+    assert state.usage(gate, "spend")[0].tolist() == [7.0, 2.0]  # the original is untouched

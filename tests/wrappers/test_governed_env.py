@@ -488,3 +488,21 @@ def test_dict_observations_single_and_vector() -> None:
             break
     assert blocked > 0
     assert vector.action_masks().shape == (2, 2)
+
+
+def test_vector_masks_include_each_sub_envs_own_usage() -> None:
+    # One batch of num_envs x n rows against a repeated copy of the usage: sub-env i's mask sees
+    # only sub-env i's rate, and asking for masks consumes nothing.
+    envs = GovernedVectorEnv(CartPoleVectorEnv(num_envs=4), gate(RATE_POLICY), cart_schema())
+    envs.reset(seed=0)
+    pushes = np.zeros(4, dtype=int)
+    plan = np.array([[1, 0, 1, 0], [1, 0, 0, 0], [1, 1, 0, 0], [1, 0, 1, 0], [0, 0, 0, 0]])
+    for actions in plan:
+        masks = envs.action_masks()
+        assert masks.tolist() == envs.action_masks().tolist()  # nothing consumed
+        x = envs._last_obs[:, 0]
+        for i in range(4):
+            expected_right = pushes[i] < 4 and x[i] <= 0.08
+            assert masks[i].tolist() == [True, expected_right], (i, pushes[i], x[i])
+        info = envs.step(actions)[4]
+        pushes += (actions == 1) & ~info["rlguard"]["blocked"] & info["_rlguard"]
