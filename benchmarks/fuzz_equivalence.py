@@ -37,8 +37,8 @@ from rlguard import (
     ToolVocabulary,
     Verdict,
 )
-from rlguard.engine.reference import decide
-from rlguard.engine.verdict import ACTION_CODES, SEVERITY_CODES, STRICTNESS
+from rlguard.engine.reference import decide_layers
+from rlguard.engine.verdict import ACTION_CODES, SEVERITY_CODES
 
 FIELDS = ("tool", "tool.trust", "args.amount", "args.path", "args.items", "args.first", "args.deep.x",
           "environment", "agent", "session", "context.user")
@@ -257,12 +257,7 @@ class Gen:
 
 def oracle(gate: PolicyGate, ctx: Any) -> Verdict:
     """`reference.decide` per layer (no state), the strictest layer first on ties."""
-    final = decide(gate.layers[0].policy, ctx).verdict
-    for layer in gate.layers[1:]:
-        verdict = decide(layer.policy, ctx).verdict
-        if STRICTNESS[verdict.action] > STRICTNESS[final.action]:
-            final = verdict
-    return final
+    return decide_layers([layer.policy for layer in gate.layers], ctx)
 
 
 def row_problem(result: BatchVerdict, i: int, expected: Verdict) -> str | None:

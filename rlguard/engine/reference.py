@@ -7,7 +7,7 @@ checks them against it on generated policies and contexts.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -133,3 +133,13 @@ def decide(policy: Policy, ctx: ActionContext, usage: Usage | None = None) -> De
     if not verdict.allowed:
         consume = []
     return Decision(verdict, tuple(consume))
+
+
+def decide_layers(policies: Sequence[Policy], ctx: ActionContext) -> Verdict:
+    """A derived gate's decision with no budget state: each layer decides, the strictest wins (ties: earliest)."""
+    final = decide(policies[0], ctx).verdict
+    for policy in policies[1:]:
+        verdict = decide(policy, ctx).verdict
+        if STRICTNESS[verdict.action] > STRICTNESS[final.action]:
+            final = verdict
+    return final

@@ -26,8 +26,8 @@ from rlguard import (
     Verdict,
 )
 from rlguard.engine.context import MISSING, walk_path
-from rlguard.engine.reference import decide
-from rlguard.engine.verdict import ACTION_CODES, SEVERITY_CODES, STRICTNESS
+from rlguard.engine.reference import decide_layers
+from rlguard.engine.verdict import ACTION_CODES, SEVERITY_CODES
 from tests.engine.policy_strategies import (
     FIELDS,
     TOOL_NAMES,
@@ -47,12 +47,7 @@ def make_gate(policy: dict[str, Any], child: dict[str, Any] | None) -> PolicyGat
 
 def stateless_oracle(gate: PolicyGate, ctx: ActionContext) -> Verdict:
     """What a gate decides with no budget/rate state: `reference.decide` per layer, strictest first."""
-    final = decide(gate.layers[0].policy, ctx).verdict
-    for layer in gate.layers[1:]:
-        verdict = decide(layer.policy, ctx).verdict
-        if STRICTNESS[verdict.action] > STRICTNESS[final.action]:
-            final = verdict
-    return final
+    return decide_layers([layer.policy for layer in gate.layers], ctx)
 
 
 def assert_row(result: BatchVerdict, i: int, expected: Verdict) -> None:
