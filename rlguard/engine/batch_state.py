@@ -24,6 +24,7 @@ import numpy as np
 import numpy.typing as npt
 
 from rlguard.engine.model import Rule
+from rlguard.engine.state import rule_key, rule_scope
 
 if TYPE_CHECKING:
     from rlguard.engine.gate import PolicyGate
@@ -100,20 +101,6 @@ class _Usage:
                 self.oldest[rows] = math.inf
 
 
-def rule_key(namespace: Hashable, rule: Rule) -> Hashable:
-    """Where a rule's usage lives: as `PolicyState`, by its layer's namespace, id and definition.
-
-    A reload that keeps a budget rule unchanged keeps its usage; changing the budget starts afresh.
-    """
-    return (namespace, rule.id, rule.budget, rule.rate)
-
-
-def _scope_of(rule: Rule) -> tuple[str, float | None]:
-    limit: Any = rule.budget if rule.budget is not None else rule.rate
-    assert limit is not None
-    return limit.per, limit.window
-
-
 class BatchPolicyState:
     """Budget and rate usage for a batch of `num_envs` independent rows (one per sub-env).
 
@@ -141,7 +128,7 @@ class BatchPolicyState:
         key = rule_key(namespace, rule)
         usage = self._usage.get(key)
         if usage is None:
-            scope, window = _scope_of(rule)
+            scope, window = rule_scope(rule)
             usage = self._usage[key] = _Usage(scope, window, self.num_envs)
         return usage
 

@@ -74,7 +74,19 @@ def _holds_nan(value: object) -> bool:
     return False
 
 
-def _scope_of(rule: Rule) -> tuple[str, float | None]:
+def rule_key(namespace: Hashable, rule: Rule) -> Hashable:
+    """Where a rule's usage lives, in `PolicyState` and `BatchPolicyState` alike.
+
+    Usage belongs to a rule's identity and definition, not to the policy text: reloading a
+    policy whose budget rule is unchanged keeps its usage (a reload never resets budgets), and
+    changing a budget's definition starts it afresh. `namespace` separates the layers of a
+    derived gate.
+    """
+    return (namespace, rule.id, rule.budget, rule.rate)
+
+
+def rule_scope(rule: Rule) -> tuple[str, float | None]:
+    """A stateful rule's scope (`per`) and window length (None unless `per: window`)."""
     limit = rule.budget if rule.budget is not None else rule.rate
     assert limit is not None
     return limit.per, limit.window
@@ -97,21 +109,12 @@ class PolicyState:
         self.lock = threading.RLock()
         self._sessions: OrderedDict[Hashable, dict[Hashable, _RuleUsage]] = OrderedDict()
 
-    @staticmethod
-    def _rule_key(namespace: Hashable, rule: Rule) -> Hashable:
-        # Usage belongs to a rule's identity and definition, not to the policy text: reloading a
-        # policy whose budget rule is unchanged keeps its usage (a reload never resets budgets),
-        # and changing a budget's definition starts it afresh. `namespace` separates the layers
-        # of a derived gate.
-        return (namespace, rule.id, rule.budget, rule.rate)
-
-    def _session(self, session: Hashable, create: bool) -> dict[Hashable, _RuleUsage] | None:
+    def _session(self, session: Hashable) -> dict[Hashable, _RuleUsage] | None:
+        """The session's usage table, made if new; None when the table is full (see the module docstring)."""
         table = self._sessions.get(session)
         if table is not None:
             self._sessions.move_to_end(session)
             return table
-        if not create:
-            return {}
         if len(self._sessions) >= self.max_sessions and not self._evict():
             return None
         table = {}
@@ -138,10 +141,10 @@ class PolicyState:
         """
         if not _usable_session(session):
             return None, None
-        table = self._session(session, create=True)
+        table = self._session(session)
         if table is None:
             return None, None
-        usage = table.get(self._rule_key(namespace, rule))
+        usage = table.get(rule_key(namespace, rule))
         if usage is None:
             return 0.0, 0
         usage.prune(self.clock())
@@ -149,12 +152,12 @@ class PolicyState:
 
     def consume(self, namespace: Hashable, rule: Rule, session: Hashable, amount: float) -> None:
         """Record one allowed action under a stateful rule."""
-        table = self._session(session, create=True)
+        table = self._session(session)
         if table is None:  # pragma: no cover - usage() returned None first, so nothing was allowed
             return
-        key = self._rule_key(namespace, rule)
+        key = rule_key(namespace, rule)
         usage = table.get(key)
-        per, window = _scope_of(rule)
+        per, window = rule_scope(rule)
         if usage is None:
             usage = table[key] = _RuleUsage(per, window)
         usage.amount += amount
