@@ -269,5 +269,90 @@ class BatchVerdict:
             out[key] = out.get(key, 0) + count
         return out
 
+    def take(self, rows: npt.NDArray[np.integer[Any]]) -> TakenBatchVerdict:
+        """The verdicts of `rows` (indices into this batch, repeats allowed), as a batch verdict.
+
+        Its arrays are gathered on first use; ``take(rows).verdict(i)`` is ``verdict(rows[i])``.
+        """
+        return TakenBatchVerdict(self, np.asarray(rows, dtype=np.intp))
+
     def __repr__(self) -> str:
         return f"BatchVerdict(rows={len(self.action)}, {self.counts()})"
+
+
+class TakenBatchVerdict(BatchVerdict):
+    """`BatchVerdict.take`: some rows of a verdict, each array gathered from it on first use."""
+
+    __slots__ = ("_base", "_cache", "_rows")
+
+    def __init__(self, base: BatchVerdict, rows: npt.NDArray[np.intp]) -> None:
+        # The parent's slots stay unset: every array below comes from `base`.
+        self._base = base
+        self._rows = rows
+        self._cache: dict[str, Any] = {}
+        self.policy_digest = base.policy_digest
+        self.rule_ids = base.rule_ids
+        self.warn_rule_ids = base.warn_rule_ids
+        self.layer_offsets = base.layer_offsets
+        self._n = len(rows)
+        self.allowed = base.allowed.take(rows)
+
+    def _get(self, name: str) -> Any:
+        value = self._cache.get(name)
+        if value is None:
+            source = getattr(self._base, name)
+            value = source.take(self._rows, axis=0)
+            self._cache[name] = value
+        return value
+
+    @property
+    def action(self) -> npt.NDArray[np.int8]:
+        """int8 per row: allow 0, deny 1, require_approval 2."""
+        return self._get("action")  # type: ignore[no-any-return]
+
+    @property
+    def rule_index(self) -> npt.NDArray[np.int16]:
+        """int16 per row: the deciding rule's index in its layer; -1 for the default and invalid tool names."""
+        return self._get("rule_index")  # type: ignore[no-any-return]
+
+    @property
+    def indeterminate(self) -> BoolArray:
+        """bool per row, as `Verdict.indeterminate`."""
+        return self._get("indeterminate")  # type: ignore[no-any-return]
+
+    @property
+    def warnings(self) -> BoolArray:
+        """bool (rows, warn rules): the warn rules that fired per row."""
+        value = self._cache.get("warnings")
+        if value is None:
+            # Gathered in the (warn rules, rows) layout the evaluator keeps, then viewed as (rows, warn rules).
+            value = self._base.warnings.T.take(self._rows, axis=1).T
+            self._cache["warnings"] = value
+        return value  # type: ignore[no-any-return]
+
+    @property
+    def layer(self) -> npt.NDArray[np.int8]:
+        """int8 per row: the layer that decided."""
+        return self._get("layer")  # type: ignore[no-any-return]
+
+    @property
+    def severity(self) -> npt.NDArray[np.int8]:
+        """int8 per row: 0 none, 1 low, 2 medium, 3 high, 4 critical."""
+        return self._get("severity")  # type: ignore[no-any-return]
+
+    @property
+    def penalty(self) -> npt.NDArray[np.float32]:
+        """float32 per row, as `Verdict.penalty`."""
+        return self._get("penalty")  # type: ignore[no-any-return]
+
+    def __len__(self) -> int:
+        return self._n
+
+    def verdict(self, i: int) -> Verdict:
+        """Row i as a `Verdict` (row ``rows[i]`` of the verdict it was taken from)."""
+        if not -self._n <= i < self._n:
+            raise IndexError(f"row {i} is out of range for a batch of {self._n}")
+        return self._base.verdict(int(self._rows[i]))
+
+    def __repr__(self) -> str:
+        return f"BatchVerdict(rows={self._n}, {self.counts()})"

@@ -42,7 +42,14 @@ class RewardShaper:
     marks the rows whose episode ends at this step; shapers that keep per-episode sums need it
     (without it no episode ends). ``reset(mask)`` starts new episodes in the rows of ``mask``
     (all rows when None) without applying anything.
+
+    A shaper whose ``clean_rows_unchanged`` is True returns the reward unchanged, bit for bit,
+    on rows allowed with penalty 0, and keeps no state for them; a governed env then need not
+    mask its shaping out of the rows it did not evaluate (which read as allowed with penalty 0).
     """
+
+    #: See the class docstring; False unless a shaper guarantees it.
+    clean_rows_unchanged: bool = False
 
     def __call__(self, reward: npt.ArrayLike, verdicts: VerdictArrays, done: npt.ArrayLike | None = None) -> FloatArray:
         raise NotImplementedError

@@ -36,6 +36,11 @@ class SeverityPenalty(RewardShaper):
         self.scale = check_number("SeverityPenalty", "scale", scale)
         self.clean_bonus = check_number("SeverityPenalty", "clean_bonus", clean_bonus)
 
+    @property
+    def clean_rows_unchanged(self) -> bool:  # type: ignore[override]
+        """True without a clean bonus: a clean row's reward minus ``scale * 0`` is the reward itself."""
+        return self.clean_bonus == 0
+
     def __call__(self, reward: npt.ArrayLike, verdicts: VerdictArrays, done: npt.ArrayLike | None = None) -> FloatArray:
         r = as_reward(reward)
         penalty = np.asarray(verdicts.penalty)

@@ -165,7 +165,7 @@ class GovernedVectorEnv(
         if not self._has_obs:
             raise ResetNeeded("GovernedVectorEnv: call reset() before step()")
         gov = self._governor
-        if isinstance(actions, list) or np.isscalar(actions):
+        if actions.__class__ is not np.ndarray and (isinstance(actions, list) or np.isscalar(actions)):
             actions = np.asarray(actions)  # type: ignore[assignment]
         skip = self._resetting
         decision = gov.evaluate(self._last_obs, actions, skip)

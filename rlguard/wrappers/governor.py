@@ -16,6 +16,7 @@ from gymnasium import spaces
 
 from rlguard.reward_shaping.base import StepVerdicts
 from rlguard.wrappers.batching import put_rows, repeat_rows, take_rows
+from rlguard.wrappers.cell_table import rule_offsets
 from rlguard.wrappers.schema import ActionSchema, SchemaBinding
 
 if TYPE_CHECKING:
@@ -40,9 +41,10 @@ def _fail(message: str, hint: str) -> ValueError:
 class Decision(NamedTuple):
     """What the governor decided for one step's batch of proposed actions."""
 
-    batch: ActionBatch
-    verdict: BatchVerdict
-    rule: npt.NDArray[np.int16]  # the deciding rule's index in `Governor.rule_ids`, -1 for the default
+    batch: ActionBatch | _StepBatch  # the step's ActionBatch, or how to build it (read by recorders only)
+    verdict: BatchVerdict | None  # None when nothing reads it (a cell table decided, no recorder or approver)
+    rule: npt.NDArray[np.int16]  # the deciding rule's index in `Governor.rule_ids`, -1 for the default; 0 if skipped
+    action: npt.NDArray[np.int8]  # the verdict's action code; 0 on skipped rows
     refused: npt.NDArray[np.bool_]  # not allowed (after approval); False on skipped rows
     blocked: npt.NDArray[np.bool_]  # the fallback replaced the proposed action
     executed: Any  # the actions to step the env with (the proposed ones where not blocked)
@@ -51,6 +53,20 @@ class Decision(NamedTuple):
     allowed: npt.NDArray[np.bool_]  # not refused (``~refused``)
     any_refused: bool
     keep: npt.NDArray[np.bool_] | None = None  # ``~skip`` (None without skip)
+
+
+class _StepBatch(NamedTuple):
+    """The parts of a step's `ActionBatch` when a `CellTable` decided it: built only if a recorder asks."""
+
+    binding: SchemaBinding
+    idx: npt.NDArray[Any]
+    columns: Any  # the fields function's output
+    size: int
+
+    def build(self) -> ActionBatch:
+        binding = self.binding
+        extra = binding._columns(self.columns, self.size, "the action schema", binding.needed)
+        return binding.assemble(self.idx, extra, self.size)
 
 
 class Governor:
@@ -164,10 +180,7 @@ class Governor:
         # Rule ids of every layer in order (a derived gate's child layers follow the root's);
         # info["rlguard"]["rule"] indexes this tuple.
         self.rule_ids: tuple[str, ...] = tuple(r.id for layer in layers for r in layer.policy.rules)
-        self._layer_offsets: npt.NDArray[np.int16] | None = None
-        if len(layers) > 1:
-            offsets = np.cumsum([0] + [len(layer.policy.rules) for layer in layers[:-1]])
-            self._layer_offsets = offsets.astype(np.int16)
+        self._layer_offsets: npt.NDArray[np.int16] | None = rule_offsets(self.gate)
         self.stateful = any(r.stateful for layer in layers for r in layer.policy.rules)
         # An approved require_approval keeps only the penalties of the warn rules that fired
         # (the columns of BatchVerdict.warnings), summed as for an allowed action.
@@ -196,17 +209,43 @@ class Governor:
         """
         self._check_binding()
         n = self.num_rows
-        # A row that must not be evaluated is only kept from consuming: with a stateless policy
-        # evaluating it has no effect at all (its outputs are dropped below).
-        batch = self.binding.batch(obs, actions, n, skip if self.stateful else None)
-        verdict = self.gate.check_batch(batch, self.state)
-        rule = verdict.rule_index
-        if self._layer_offsets is not None:
-            rule = np.where(rule < 0, np.int16(-1), self._layer_offsets[verdict.layer] + rule).astype(np.int16)
-        allowed = verdict.allowed
-        penalty = verdict.penalty
+        binding = self.binding
+        found = binding.cell_keys(obs, actions, n) if binding.cells is not None else None
+        batch: ActionBatch | _StepBatch
+        if found is not None:
+            # A stateless policy over float columns: the verdicts come precomputed per cell, and
+            # a skipped row reads the table's "not evaluated" key (allowed, no penalty, 0s).
+            cells = binding.cells
+            assert cells is not None
+            idx, key, columns = found
+            if skip is not None:
+                np.putmask(key, skip, cells.rows)
+            # The verdict object is read by recorders and approvers only.
+            verdict: BatchVerdict | None = (
+                cells.verdict.take(key) if self.recorder is not None or self.approval != "deny" else None
+            )
+            batch = _StepBatch(binding, idx, columns, n)
+            rule = cells.rule.take(key)
+            action = cells.action.take(key)
+            allowed = cells.allowed.take(key)
+            penalty = cells.penalty.take(key)
+            keep = None if skip is None else ~skip
+            skip_done = True
+        else:
+            # A row that must not be evaluated is only kept from consuming: with a stateless policy
+            # evaluating it has no effect at all (its outputs are dropped below).
+            batch = binding.batch(obs, actions, n, skip if self.stateful else None)
+            verdict = self.gate.check_batch(batch, self.state)
+            rule = verdict.rule_index
+            if self._layer_offsets is not None:
+                rule = np.where(rule < 0, np.int16(-1), self._layer_offsets[verdict.layer] + rule).astype(np.int16)
+            action = verdict.action
+            allowed = verdict.allowed
+            penalty = verdict.penalty
+            keep = None
+            skip_done = False
         if self.approval != "deny":
-            needs = verdict.action == _REQUIRE_APPROVAL
+            needs = action == _REQUIRE_APPROVAL
             if skip is not None:
                 needs &= ~skip
             if needs.any():
@@ -217,22 +256,27 @@ class Governor:
                     allowed = allowed.copy()
                     allowed[rows] = True
                     penalty = penalty.copy()
+                    assert verdict is not None
                     penalty[rows] = self._warn_totals(verdict, rows)
-        keep = None
-        if skip is not None:
+        if skip is not None and not skip_done:
             keep = ~skip
             allowed = allowed | skip
             penalty = np.where(skip, np.float32(0.0), penalty)
+            # 0 on the rows that were not evaluated (a product by the bool mask keeps the dtype
+            # and is cheaper than np.where).
+            action = np.multiply(action, keep, dtype=action.dtype)
+            rule = np.multiply(rule, keep, dtype=rule.dtype)
         if np.count_nonzero(allowed) == n:  # the usual step: nothing refused, nothing to substitute
             none = np.zeros(n, dtype=np.bool_)
-            return Decision(batch, verdict, rule, none, none, actions, penalty, False, allowed, False, keep)
+            return Decision(batch, verdict, rule, action, none, none, actions, penalty, False, allowed, False, keep)
         refused = ~allowed
         if self.on_violation == "pass":
             blocked = np.zeros(n, dtype=np.bool_)
-            return Decision(batch, verdict, rule, refused, blocked, actions, penalty, False, allowed, True, keep)
+            return Decision(batch, verdict, rule, action, refused, blocked, actions, penalty, False, allowed, True,
+                            keep)
         rows = np.flatnonzero(refused)
         executed = put_rows(actions, rows, self._run_fallback(obs, actions, rows))
-        return Decision(batch, verdict, rule, refused, refused, executed, penalty, True, allowed, True, keep)
+        return Decision(batch, verdict, rule, action, refused, refused, executed, penalty, True, allowed, True, keep)
 
     def _warn_totals(self, verdict: BatchVerdict, rows: npt.NDArray[np.intp]) -> npt.NDArray[np.float32]:
         fired = np.asarray(verdict.warnings)[rows]
@@ -291,7 +335,12 @@ class Governor:
         if self.shaper is not None:
             verdicts = StepVerdicts(decision.allowed, decision.penalty)
             shaped = self.shaper(reward, verdicts, done)
-            reward = shaped if skip is None else np.where(skip, reward, shaped)
+            # Rows not evaluated read as allowed with penalty 0: a shaper that leaves such rows
+            # unchanged needs no masking.
+            if skip is None or getattr(self.shaper, "clean_rows_unchanged", False) is True:
+                reward = shaped
+            else:
+                reward = np.where(skip, reward, shaped)
         if self.recorder is not None:
             self._record(decision, skip)
         if self.stateful and np.count_nonzero(done):
@@ -301,6 +350,7 @@ class Governor:
 
     def _record(self, decision: Decision, skip: npt.NDArray[np.bool_] | None) -> None:
         verdict: Any = decision.verdict
+        assert verdict is not None  # made whenever there is a recorder
         kwargs: dict[str, Any] = {"step": self.steps, "detail": self.detail}
         if skip is not None and np.count_nonzero(skip):
             keep = decision.keep if decision.keep is not None else ~skip
@@ -310,22 +360,14 @@ class Governor:
                 # The recorder cannot leave rows out: show the rows that were not evaluated as
                 # allowed by the default, so they never appear as violations.
                 verdict = _UnevaluatedAsAllowed(verdict, skip, keep)
-        self.recorder.record_batch(decision.batch, verdict, **kwargs)
+        batch = decision.batch
+        self.recorder.record_batch(batch.build() if isinstance(batch, _StepBatch) else batch, verdict, **kwargs)
 
     def info(self, decision: Decision, skip: npt.NDArray[np.bool_] | None) -> tuple[dict[str, Any], Any]:
         """The ``rlguard`` info of the step (vector arrays) and the per-row cost."""
-        verdict = decision.verdict
-        action = verdict.action
-        rule = decision.rule
-        if skip is not None:
-            # 0 on the rows that were not evaluated (a multiplication by the bool mask keeps the
-            # dtype and is cheaper than np.where).
-            keep = decision.keep if decision.keep is not None else ~skip
-            action = np.multiply(action, keep, dtype=action.dtype)
-            rule = np.multiply(rule, keep, dtype=rule.dtype)
         rlguard = {
-            "action": action,
-            "rule": rule,
+            "action": decision.action,
+            "rule": decision.rule,
             "blocked": decision.blocked,
             "proposed": None,  # filled in by the wrapper (it holds the learner's own object)
             "executed": decision.executed,

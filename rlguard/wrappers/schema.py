@@ -11,6 +11,7 @@ from gymnasium import spaces
 from rlguard.engine.context import MISSING, walk_path
 from rlguard.engine.model import FIELD_ROOTS
 from rlguard.wrappers.batching import sample_batch
+from rlguard.wrappers.cell_table import CellTable, rule_offsets
 
 if TYPE_CHECKING:
     from rlguard.engine.batch import ActionBatch, ToolVocabulary
@@ -321,6 +322,14 @@ class SchemaBinding:
                 f"or pass `missing_ok=({unprovided[0]!r},)` if it is legitimately absent "
                 "(rules reading it are Unknown)",
             )
+        self.cells: CellTable | None = None
+        if schema.discrete:
+            self.cells = CellTable.build(
+                gate, tuple(f for f in self.fn_fields if f in self.needed), n, self._cell_batch, rule_offsets(gate)
+            )
+
+    def _cell_batch(self, idx: np.ndarray, columns: dict[str, Any], size: int) -> ActionBatch:
+        return self.assemble(idx, columns, size)
 
     def _call_fields(self, obs: Any, actions: Any, rows: int, owner: str) -> Mapping[str, Any]:
         assert self.fields_fn is not None
@@ -386,7 +395,7 @@ class SchemaBinding:
         idx = actions if self.start == 0 else actions - self.start
         # One comparison checks both bounds: as unsigned, negative indices are huge.
         unsigned = idx.view(_UNSIGNED[idx.dtype.itemsize]) if kind == "i" else idx
-        if np.count_nonzero(unsigned >= self.num_actions):
+        if unsigned.size and unsigned.max() >= self.num_actions:
             bad = actions[(idx < 0) | (idx >= self.num_actions)]
             raise _fail(
                 f"an action is outside the action space: `{bad[:5].tolist()!r}`",
@@ -399,6 +408,29 @@ class SchemaBinding:
 
         Rows in `skip` get an invalid tool name: the policy denies them without consuming anything.
         """
+        idx = self.indices(actions, size) if self.schema.discrete else None
+        extra = None
+        if self.fields_fn is not None:
+            extra = self._columns(self.fields_fn(obs, actions), size, "the action schema", self.needed)
+        return self.assemble(idx, extra, size, skip)
+
+    def indices(self, actions: Any, size: int) -> np.ndarray:
+        """The table row of each of `size` Discrete actions; raises on a wrong shape or an action outside the table."""
+        if not isinstance(actions, np.ndarray):
+            actions = np.asarray(actions)
+        idx = self.index(actions)
+        if idx.shape != (size,):
+            raise _fail(
+                f"got actions of shape {idx.shape} for a batch of {size} rows",
+                "pass one action per sub-env",
+            )
+        return idx
+
+    def assemble(
+        self, idx: np.ndarray | None, extra: Mapping[str, Any] | None, size: int, skip: np.ndarray | None = None
+    ) -> ActionBatch:
+        """The `ActionBatch` of table rows `idx` (None for a `call` schema) with the fields
+        function's checked columns `extra` (policy fields only)."""
         from rlguard.engine.batch_columns import ActionBatch, PreparedColumn, prepare_column
 
         # The table's columns are built here, already checked (the codes are action indices,
@@ -410,15 +442,7 @@ class SchemaBinding:
                 self._scalar_columns.clear()
             self._scalar_columns[size] = columns
         columns = dict(columns)
-        if self.schema.discrete:
-            if not isinstance(actions, np.ndarray):
-                actions = np.asarray(actions)
-            idx = self.index(actions)
-            if idx.shape != (size,):
-                raise _fail(
-                    f"got actions of shape {idx.shape} for a batch of {size} rows",
-                    "pass one action per sub-env",
-                )
+        if idx is not None:
             if self.tool_const is not None:
                 tool: Any = self.tool_const
             elif self.tool_identity:
@@ -432,13 +456,28 @@ class SchemaBinding:
                 columns[name] = column
         else:
             tool = self.tool_const
-        if self.fields_fn is not None:
-            extra = self._columns(self.fields_fn(obs, actions), size, "the action schema", self.needed)
+        if extra is not None:
             for name, value in extra.items():  # `needed` names only: policy fields, never `tool`
                 columns[name] = prepare_column(name, value, size)
         if skip is not None:
             tool = np.where(skip, self.skip_code, tool)
         return ActionBatch._trusted(tool, self.vocab, columns, size, tools_valid=skip is None)
+
+    def cell_keys(self, obs: Any, actions: Any, size: int) -> tuple[np.ndarray, np.ndarray, Mapping[str, Any]] | None:
+        """With a `CellTable`: (table rows, cell-table keys, the fields function's columns) of a step,
+        or None when the batch evaluator must decide it (see `rlguard.wrappers.cell_table`)."""
+        cells = self.cells
+        assert cells is not None
+        idx = self.indices(actions, size)
+        extra: Mapping[str, Any] = {}
+        if self.fields_fn is not None:
+            extra = self.fields_fn(obs, actions)
+            if not isinstance(extra, Mapping):
+                return None  # the batch evaluator's path raises the clear error
+        keys = cells.keys(idx, extra, size)
+        if keys is None:
+            return None
+        return idx, keys, extra
 
     def stale(self, gate: PolicyGate) -> bool:
         """Whether the gate's policy changed (a `reload`) since this binding was made."""
