@@ -181,8 +181,9 @@ def reward(obs: npt.ArrayLike, actions: npt.ArrayLike) -> npt.NDArray[np.float64
 
 def requested_cents(obs: npt.ArrayLike) -> ActArray:
     """Returns the refund each ticket requests, in whole cents (0 for tickets that are not refunds)."""
-    o = np.asarray(obs, dtype=np.float64).reshape(-1, len(OBS_FEATURES))
-    return np.rint(o[:, _AMOUNT] * MAX_REQUEST_CENTS).astype(np.int64)
+    o = np.asarray(obs).reshape(-1, len(OBS_FEATURES))
+    amount = o[:, _AMOUNT].astype(np.float64)  # the one column, in float64 before scaling
+    return np.rint(amount * MAX_REQUEST_CENTS, out=amount).astype(np.int64)
 
 
 def action_fields(obs: npt.ArrayLike, actions: npt.ArrayLike) -> dict[str, npt.NDArray[Any]]:
@@ -199,15 +200,18 @@ def action_fields(obs: npt.ArrayLike, actions: npt.ArrayLike) -> dict[str, npt.N
     a = np.asarray(actions, dtype=np.int64).reshape(-1)
     if a.shape[0] != o.shape[0]:
         raise ValueError(f"action_fields: got {o.shape[0]} observations but {a.shape[0]} actions")
-    requested = requested_cents(o)
-    is_refund = a <= 1
-    amount = np.where(a == 0, requested, np.minimum(requested, REFUND_CAP_CENTS))
+    # The amount each action refunds: all of it, at most the cap, or nothing (a ticket's request is >= 0).
+    amount = np.minimum(requested_cents(o), _REFUND_LIMIT.take(a))
     return {
-        "args.amount_cents": np.where(is_refund, amount, 0).astype(np.int64),
-        "_args.amount_cents": is_refund,
+        "args.amount_cents": amount,
+        "_args.amount_cents": a <= 1,
         "context.approved": o[:, _APPROVED] > 0.5,
         "_context.approved": np.ones(a.shape[0], dtype=np.bool_),
     }
+
+
+#: Per action, the most it refunds: everything requested, up to the cap, or nothing.
+_REFUND_LIMIT = np.array([np.iinfo(np.int64).max, REFUND_CAP_CENTS] + [0] * (len(TOOL_TABLE) - 2), dtype=np.int64)
 
 
 def tool_call(obs: npt.ArrayLike, action: int) -> dict[str, Any]:

@@ -1,67 +1,81 @@
-"""`CellTable`: a stateless policy's verdicts for a Discrete action table, computed once per cell.
+"""`CellTable`: a policy's verdicts for a Discrete action table, computed once per cell.
 
 With a Discrete action table, every field of a step's tool call is either fixed per action (the
-table) or a column of the schema's fields function. When each of those columns is a float column
+table) or a column of the schema's fields function. When each such column holds floats or ints
 that the policy only compares with numbers (``lt``/``lte``/``gt``/``gte``/``eq``/``ne``/``in``/
-``not_in``/``exists``), every condition has the same truth value for every finite value between
-two consecutive thresholds. So the verdict of a row depends only on its action and on which
-interval ("cell") each column's value falls in. The table evaluates one representative row per
-(action, cells) combination with the batch evaluator itself, once; a step is then a few
-comparisons (or a ``searchsorted``) per column, a key, and lookups.
+``not_in``/``exists``), or bools (any operator), with or without a presence mask, every condition
+has one truth value for all the values between two consecutive thresholds, and one for a missing
+value. So a row's verdict depends only on its action and on the interval ("cell") each column's
+value falls in, plus, for each budget or rate rule, whether its usage would be exceeded. The
+table evaluates one representative row per combination with the batch evaluator itself, once
+(budgets and rates against a usage set to hold or to be exceeded); a step is then a few
+comparisons per column, one usage check per budget or rate rule, a key, and lookups.
 
 Nothing here decides on its own: every verdict comes from `PolicyGate.check_batch` on a row with
-the same action and a value in the same cell. Rows the cells cannot stand for (a NaN or an
-infinite value, which the policy reads as Unknown) send the whole step to the batch evaluator.
-``tests/wrappers/test_cell_table.py`` checks both paths agree, row for row.
+the same action, a value in the same cell and the same budget outcome. Rows the cells cannot
+stand for (a NaN or infinite float, which the policy reads as Unknown) or columns of another
+kind than the table was built for send the whole step to the batch evaluator.
+``tests/wrappers/test_cell_table.py`` checks the steps against ``gate.check``, row for row.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Hashable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
 
-from rlguard.engine.model import Compare, iter_compares
+from rlguard.engine.batch_ops import compare_float
+from rlguard.engine.batch_state import BatchPolicyState
+from rlguard.engine.model import Compare, Rule, iter_compares
 
 if TYPE_CHECKING:
     from rlguard.engine.batch import ActionBatch, BatchVerdict
     from rlguard.engine.gate import PolicyGate
 
-#: Tables above this many rows (actions x cells) are not built: the batch evaluator runs instead.
+#: Tables above this many rows (actions x cells x budget outcomes) are not built: the batch
+#: evaluator runs instead.
 MAX_CELLS = 1 << 16
 _NUMERIC_OPS = frozenset({"lt", "lte", "gt", "gte", "eq", "ne", "in", "not_in"})
 _RIGHT_OF = frozenset({"gt", "lte"})  # with an exact float bound t these switch between t and the next float
 _LEFT_OF = frozenset({"gte", "lt"})  # and these between the float before t and t
+_INT64 = np.iinfo(np.int64)
 IntpArray = npt.NDArray[np.intp]
+MakeBatch = Callable[[IntpArray, dict[str, Any], int], "ActionBatch"]
 
 
 def _number(value: Any) -> bool:
     return value.__class__ in (int, float)
 
 
-def _thresholds(compares: list[Compare]) -> list[float] | None:
-    """The float64 values c such that every comparison's truth is constant where ``x > c`` is, or None
-    when a comparison is not a numeric one (its truth could vary inside an interval)."""
-    out: set[float] = set()
+def _operands(cmp: Compare) -> tuple[Any, ...] | None:
+    """The numbers a numeric comparison compares with; None for any other comparison."""
+    if cmp.op not in _NUMERIC_OPS:
+        return None
+    operands = cmp.operand if cmp.op in ("in", "not_in") else (cmp.operand,)
+    if not isinstance(operands, (tuple, list, frozenset, set)) or not all(_number(v) for v in operands):
+        return None
+    return tuple(operands)
+
+
+def float_thresholds(compares: list[Compare], extra: tuple[float, ...] = ()) -> list[float] | None:
+    """The float64 values c such that every comparison's truth on a finite float is constant where
+    ``x > c`` is; None when a comparison is not numeric. `extra`: more ``x > c`` switch points."""
+    out: set[float] = set(extra)
     for cmp in compares:
         if cmp.op == "exists":
-            continue  # a plain float column is present in every row
-        if cmp.op not in _NUMERIC_OPS:
-            return None
-        operands = cmp.operand if cmp.op in ("in", "not_in") else (cmp.operand,)
-        if not isinstance(operands, (tuple, list, frozenset, set)):
+            continue  # depends on presence only
+        operands = _operands(cmp)
+        if operands is None:
             return None
         for v in operands:
-            if not _number(v):
-                return None
             try:
                 t = float(v)
             except OverflowError:  # beyond every float: the same truth for every finite value
                 continue
-            if math.isinf(t) or math.isnan(t):
+            if not math.isfinite(t):
                 continue
             exact = t == v
             # No float lies strictly between the float before t and t: x > before(t) is x >= t.
@@ -72,146 +86,343 @@ def _thresholds(compares: list[Compare]) -> list[float] | None:
     return sorted(out)
 
 
-class CellTable:
-    """Verdicts per (action, cell of each float column) for one gate and one action table.
+def int_thresholds(compares: list[Compare], extra: tuple[int, ...] = ()) -> list[int] | None:
+    """As `float_thresholds`, for an int64 column: integers c such that every comparison is constant
+    where ``x > c`` is."""
+    out: set[int] = set(extra)
+    for cmp in compares:
+        if cmp.op == "exists":
+            continue
+        operands = _operands(cmp)
+        if operands is None:
+            return None
+        for v in operands:
+            if isinstance(v, float) and not math.isfinite(v):
+                continue
+            # An integer x compared with v switches at floor(v) (x > v is x > floor(v)) and at
+            # ceil(v) (x >= v is x > ceil(v) - 1); the two are one for a fractional v.
+            if cmp.op not in _LEFT_OF:
+                out.add(math.floor(v))
+            if cmp.op not in _RIGHT_OF:
+                out.add(math.ceil(v) - 1)
+    # Thresholds no int64 value crosses leave every comparison constant.
+    return sorted(c for c in out if _INT64.min <= c < _INT64.max)
 
-    Build it with `CellTable.build`; `keys` maps a step to row keys, or returns None when the
+
+class _Column:
+    """One column of the fields function that the table reads: its kind, thresholds and place in the key.
+
+    A row's digit is its cell: how many thresholds lie below its value (for bools, the value).
+    With a presence mask, present rows add `values` (the number of cells), so every digit below
+    `values` stands for a missing value, whatever the row holds there.
+    """
+
+    __slots__ = ("kind", "masked", "name", "size", "thresholds", "values", "weight")
+
+    def __init__(self, name: str, kind: str, masked: bool, thresholds: npt.NDArray[Any]) -> None:
+        self.name = name
+        self.kind = kind  # "f" float, "i" int, "b" bool
+        self.masked = masked
+        self.thresholds = thresholds
+        self.values = 2 if kind == "b" else len(thresholds) + 1
+        self.size = 2 * self.values if masked else self.values
+        self.weight = 1
+
+    def representatives(self) -> tuple[npt.NDArray[Any], npt.NDArray[np.bool_]]:
+        """For each digit, a value inside its cell (the threshold above it, or just past the last
+        one), and whether it is present."""
+        t = self.thresholds
+        if self.kind == "b":
+            values: npt.NDArray[Any] = np.array([False, True])
+        elif self.kind == "i":
+            values = np.append(t, t[-1] + 1).astype(np.int64) if len(t) else np.zeros(1, dtype=np.int64)
+        else:
+            values = np.append(t, np.nextafter(t[-1], math.inf)) if len(t) else np.zeros(1)
+        present = np.ones(len(values), dtype=np.bool_)
+        if self.masked:
+            values = np.concatenate([values, values])
+            present = np.concatenate([~present, present])
+        return values, present
+
+    def digits(self, fields: Mapping[str, Any], n: int, buffers: dict[tuple[str, int], npt.NDArray[np.bool_]]) -> Any:
+        """Each row's digit (uint8 or uint16), or None when the column is not of the kind the table is for."""
+        value, present = column_of(fields, self.name)
+        if (present is not None) != self.masked:
+            return None
+        if present is not None and (
+            present.__class__ is not np.ndarray or present.dtype != np.bool_ or present.shape != (n,)
+        ):
+            return None
+        if value.__class__ is not np.ndarray or value.shape != (n,):
+            return None
+        kind = value.dtype.kind
+        if self.kind == "b":
+            if kind != "b":
+                return None
+            if present is None:
+                return value.view(np.uint8)
+            return np.add(value.view(np.uint8), np.multiply(present, 2, dtype=np.uint8), dtype=np.uint8)
+        if kind != self.kind and not (self.kind == "i" and kind == "u" and value.dtype.itemsize < 8):
+            return None
+        if kind == "f":
+            finite = np.isfinite(value)
+            if present is not None:
+                finite |= ~present
+            if not finite.all():  # NaN or inf: Unknown to the policy, not a cell
+                return None
+        t = self.thresholds
+        m = len(t)
+        if m == 0:
+            return np.zeros(n, dtype=np.uint8) if present is None else present.view(np.uint8)
+        if m == 1 and present is None:
+            return np.greater(value, t[0]).view(np.uint8)
+        # How many thresholds lie below x: one comparison of x with every threshold into a
+        # (rows of the sum, rows) buffer, summed. Branch-free, unlike a binary search
+        # (np.searchsorted), whose mispredictions cost several times more here. With a mask,
+        # `values` more rows of the buffer hold the presence.
+        height = m if present is None else m + self.values
+        below = buffers.get((self.name, n))
+        if below is None:
+            if len(buffers) >= 32:
+                buffers.clear()
+            below = buffers[(self.name, n)] = np.empty((height, n), dtype=np.bool_)
+        np.less(t[:, None], value, out=below[:m])
+        if present is not None:
+            np.copyto(below[m:], present)
+        return np.add.reduce(below.view(np.uint8), axis=0, dtype=np.uint8 if height < 255 else np.uint16)
+
+
+class _Limit:
+    """A budget or rate rule: whether its usage would be exceeded is one more digit of the key."""
+
+    __slots__ = ("budget_field", "namespace", "rule", "weight")
+
+    def __init__(self, namespace: Hashable, rule: Rule) -> None:
+        self.namespace = namespace
+        self.rule = rule
+        self.budget_field = rule.budget.field.name if rule.budget is not None else None
+        self.weight = 1
+
+    def exceeded(self, state: BatchPolicyState, spend: npt.NDArray[np.float64] | None,
+                 now: float) -> npt.NDArray[np.bool_]:
+        """Per row: this step's amount (or one more action) would exceed the usage limit, as the
+        batch evaluator compares them (rows whose amount is not usable, or alone exceeds the max,
+        get one verdict from the table whatever this says)."""
+        used = state.rule_usage(self.namespace, self.rule, now)
+        rule = self.rule
+        if rule.budget is not None:
+            assert spend is not None
+            with np.errstate(over="ignore"):  # a float amount near the largest float
+                return compare_float(used[0] + spend, "gt", rule.budget.max)
+        assert rule.rate is not None
+        return used[1] >= rule.rate.max
+
+    def force(self, state: BatchPolicyState, exceeded: npt.NDArray[np.bool_]) -> None:
+        """Set `state`'s usage so that this rule's limit holds, or is exceeded, in each row."""
+        amount, count = state.usage_arrays(self.namespace, self.rule)
+        if self.rule.budget is not None:
+            amount[:] = np.where(exceeded, math.inf, 0.0)  # inf + any usable amount > max
+        else:
+            assert self.rule.rate is not None
+            count[:] = np.where(exceeded, self.rule.rate.max, 0)
+
+
+class CellTable:
+    """Verdicts per (action, cell of each column, budget outcomes) for one gate and one action table.
+
+    Build it with `CellTable.build`; `decide` maps a step to table keys, or returns None when the
     step needs the batch evaluator.
     """
 
-    def __init__(
-        self,
-        fields: tuple[str, ...],
-        thresholds: tuple[npt.NDArray[np.float64], ...],
-        num_actions: int,
-        verdict: BatchVerdict,
-        rule_ids_offsets: npt.NDArray[np.int16] | None,
-    ) -> None:
-        self.fields = fields
-        self.thresholds = thresholds
+    def __init__(self, columns: tuple[_Column, ...], limits: tuple[_Limit, ...], num_actions: int,
+                 verdict: BatchVerdict, consumed: tuple[npt.NDArray[np.bool_], ...],
+                 rule_offsets: npt.NDArray[np.int16] | None) -> None:
+        self.columns = columns
+        self.limits = limits
         self.num_actions = num_actions
-        sizes = [len(t) + 1 for t in thresholds]
-        self.cells = int(np.prod(sizes)) if sizes else 1
-        # The weight of each column's cell in a row key; the action's weight is `cells`.
-        self.weights: tuple[int, ...] = tuple(_weights(sizes))
-        self.rows = num_actions * self.cells
-        #: The evaluated table (one row per key); row `rows` is a copy of row 0 standing for the
-        #: rows that were not evaluated (see `SKIPPED`), which recorders are told to leave out.
+        # Key digits, most significant first: the action, each column's cell, each limit's outcome.
+        w = 1
+        for limit in reversed(limits):
+            limit.weight = w
+            w *= 2
+        for column in reversed(columns):
+            column.weight = w
+            w *= column.size
+        self.cells = w  # the weight of the action index
+        self.rows = num_actions * w
+        #: The evaluated table (one row per key) and a row standing for rows that were not
+        #: evaluated (key `rows`, see below), which recorders are told to leave out.
         self.verdict = verdict
         rule = np.asarray(verdict.rule_index, dtype=np.int16)
-        if rule_ids_offsets is not None:
-            rule = np.where(rule < 0, np.int16(-1), rule_ids_offsets[verdict.layer] + rule).astype(np.int16)
+        if rule_offsets is not None:
+            rule = np.where(rule < 0, np.int16(-1), rule_offsets[verdict.layer] + rule).astype(np.int16)
         # Per key, what a governed step reads; key `rows` is a row that was not evaluated
-        # (a NEXT_STEP reset step): allowed, no penalty, action and rule 0 (as the info shows them).
+        # (a NEXT_STEP reset step): allowed, no penalty, action and rule 0 (as the info shows
+        # them), nothing consumed.
         self.allowed = np.append(np.asarray(verdict.allowed)[: self.rows], True)
         self.penalty = np.append(np.asarray(verdict.penalty, dtype=np.float32)[: self.rows], np.float32(0.0))
         self.action = np.append(np.asarray(verdict.action)[: self.rows], np.int8(0))
         self.rule = np.append(rule[: self.rows], np.int16(0))
-        # Per (field, rows): the comparison buffer of `keys` (steps of one env reuse it).
+        #: Per budget or rate rule, per key: whether an allowed action consumes its usage.
+        self.consumed = tuple(np.append(c[: self.rows], False) for c in consumed)
         self._buffers: dict[tuple[str, int], npt.NDArray[np.bool_]] = {}
 
+    @property
+    def stateful(self) -> bool:
+        """Whether some rule has a budget or a rate (a step reads and updates usage)."""
+        return bool(self.limits)
+
     @classmethod
-    def build(
-        cls,
-        gate: PolicyGate,
-        dynamic: tuple[str, ...],
-        num_actions: int,
-        make_batch: Callable[[IntpArray, dict[str, npt.NDArray[np.float64]], int], ActionBatch],
-        rule_offsets: npt.NDArray[np.int16] | None,
-    ) -> CellTable | None:
-        """A table for `gate`, or None when the policy or the size does not allow one.
+    def build(cls, gate: PolicyGate, probe: Mapping[str, Any], num_actions: int, make_batch: MakeBatch,
+              rule_offsets: npt.NDArray[np.int16] | None) -> CellTable | None:
+        """A table for `gate`, or None when the policy, the columns or the size do not allow one.
 
         Args:
-            dynamic: the fields function's columns that the policy reads.
-            make_batch: ``(action indices, {field: float64 column}, rows) -> ActionBatch`` with the
+            probe: the fields function's columns (policy fields only) on a few sampled rows, as
+                the schema checked them: arrays, or ``(values, present)`` tuples; their dtypes
+                are the kinds the table is built for.
+            make_batch: ``(action indices, {field: column}, rows) -> ActionBatch`` with the
                 table's fixed fields, as the schema builds a step's batch.
             rule_offsets: per layer, the offset of its rules in the governor's rule ids (None for
                 a gate with one layer).
         """
-        compares: dict[str, list[Compare]] = {f: [] for f in dynamic}
-        for layer in gate.layers:
+        compares: dict[str, list[Compare]] = {f: [] for f in probe}
+        limits: list[_Limit] = []
+        bounds: dict[str, list[float]] = {f: [] for f in probe}
+        for layer, namespace in zip(gate.layers, gate.namespaces(), strict=True):
             for rule in layer.policy.rules:
-                if rule.stateful:
-                    return None  # budgets and rates depend on usage, not on cells
                 for cond in (rule.when, rule.limit):
-                    if cond is None:
-                        continue
-                    for cmp in iter_compares(cond):
-                        if cmp.field.name in compares:
-                            compares[cmp.field.name].append(cmp)
-        fields = tuple(f for f in dynamic if compares[f])
-        thresholds = []
-        for f in fields:
-            found = _thresholds(compares[f])
-            if found is None:
-                return None
-            thresholds.append(np.asarray(found, dtype=np.float64))
-        cells = int(np.prod([len(t) + 1 for t in thresholds])) if thresholds else 1
-        if num_actions * cells > MAX_CELLS:
-            return None
-        # Row r is action r // cells with cell (r % cells) unraveled over the fields; each cell's
-        # representative is a value inside it: the threshold above it, or just past the last one.
-        rows = num_actions * cells
-        index = np.arange(rows + 1, dtype=np.intp) % rows  # + the stand-in row for skipped rows
-        columns: dict[str, npt.NDArray[np.float64]] = {}
-        sizes = [len(t) + 1 for t in thresholds]
-        rest = index % cells
-        for f, t, size, weight in zip(fields, thresholds, sizes, _weights(sizes), strict=True):
-            cell = (rest // weight) % size
-            reps = np.append(t, np.nextafter(t[-1], math.inf)) if len(t) else np.zeros(1)
-            columns[f] = reps[cell]
-        # Columns the policy reads only through cell-free comparisons (none here) still need a value.
-        for f in dynamic:
-            if f not in columns:
-                columns[f] = np.zeros(rows + 1)
-        batch = make_batch(index // cells, columns, rows + 1)
-        verdict = gate.check_batch(batch)
-        return cls(fields, tuple(thresholds), num_actions, verdict, rule_offsets)
-
-    def _buffer(self, field: str, m: int, n: int) -> npt.NDArray[np.bool_]:
-        buffer = self._buffers.get((field, n))
-        if buffer is None:
-            if len(self._buffers) >= 32:
-                self._buffers.clear()
-            buffer = self._buffers[(field, n)] = np.empty((m, n), dtype=np.bool_)
-        return buffer
-
-    def keys(self, idx: IntpArray, columns: Mapping[str, Any], n: int) -> IntpArray | None:
-        """Each row's key: ``action * cells + cell``; None when a column is not a finite float column
-        of `n` rows (the batch evaluator then decides the step)."""
-        key: IntpArray = np.multiply(idx, self.cells, dtype=np.intp) if self.cells != 1 else idx.astype(np.intp)
-        for f, t, weight in zip(self.fields, self.thresholds, self.weights, strict=True):
-            x = columns.get(f)
-            if x.__class__ is not np.ndarray or x.dtype.kind != "f" or x.shape != (n,) or "_" + f in columns:
-                return None  # not a plain float column (a presence mask, ints, ...)
-            if not np.isfinite(x).all():  # NaN or inf: Unknown to the policy, not a cell
-                return None
-            m = len(t)
-            if m == 0:
+                    if cond is not None:
+                        for cmp in iter_compares(cond):
+                            if cmp.field.name in compares:
+                                compares[cmp.field.name].append(cmp)
+                if rule.stateful:
+                    limit = _Limit(namespace, rule)
+                    if limit.budget_field is not None:
+                        if limit.budget_field not in probe:
+                            return None  # an amount fixed by the table: left to the batch evaluator
+                        assert rule.budget is not None
+                        bounds[limit.budget_field].append(rule.budget.max)
+                    limits.append(limit)
+        columns = []
+        for name, value in probe.items():
+            if not compares[name] and not bounds[name]:
                 continue
-            if m == 1:
-                cell: Any = np.greater(x, t[0]).view(np.uint8)
-            else:
-                # How many thresholds lie below x: one comparison of x with every threshold into a
-                # (thresholds, rows) buffer, summed over thresholds. Branch-free, unlike a binary
-                # search (np.searchsorted), whose mispredictions cost several times more here.
-                below = self._buffer(f, m, n)
-                np.less(t[:, None], x, out=below)
-                cell = np.add.reduce(below.view(np.uint8), axis=0, dtype=np.uint8 if m < 256 else np.uint16)
-            if weight == 1:
+            column = _column_for(name, value, compares[name], bounds[name])
+            if column is None:
+                return None
+            columns.append(column)
+        size = num_actions * (2 ** len(limits))
+        for column in columns:
+            size *= column.size
+        if size > MAX_CELLS:
+            return None
+        return cls._evaluate(gate, tuple(columns), tuple(limits), num_actions, make_batch, rule_offsets)
+
+    @classmethod
+    def _evaluate(cls, gate: PolicyGate, columns: tuple[_Column, ...], limits: tuple[_Limit, ...],
+                  num_actions: int, make_batch: MakeBatch, rule_offsets: npt.NDArray[np.int16] | None) -> CellTable:
+        sizes = [c.size for c in columns] + [2] * len(limits)
+        cells = int(np.prod(sizes)) if sizes else 1
+        rows = num_actions * cells
+        # Row r: action r // cells, then the digits of r % cells (one per column, then one per
+        # limit), most significant first; row `rows` repeats row 0 (the stand-in for skipped rows).
+        index = np.arange(rows + 1, dtype=np.intp) % rows
+        digits = []
+        rest = index % cells
+        weight = cells
+        for size in sizes:
+            weight //= size
+            digits.append((rest // weight) % size)
+        fields: dict[str, Any] = {}
+        for column, digit in zip(columns, digits, strict=False):
+            values, present = column.representatives()
+            fields[column.name] = (values[digit], present[digit]) if column.masked else values[digit]
+        batch = make_batch(index // cells, fields, rows + 1)
+        state = BatchPolicyState(rows + 1)
+        before = []
+        for limit, digit in zip(limits, digits[len(columns):], strict=True):
+            limit.force(state, digit.astype(np.bool_))
+            before.append(state.usage_arrays(limit.namespace, limit.rule)[1].copy())
+        verdict = gate.check_batch(batch, state if limits else None)
+        consumed = tuple(
+            state.usage_arrays(limit.namespace, limit.rule)[1] != count for limit, count in zip(limits, before,
+                                                                                               strict=True)
+        )
+        return cls(columns, limits, num_actions, verdict, consumed, rule_offsets)
+
+    def keys(self, idx: IntpArray, fields: Mapping[str, Any], n: int, state: BatchPolicyState | None,
+             now: float) -> tuple[IntpArray, list[npt.NDArray[np.float64]]] | None:
+        """Each row's key and, per budget or rate rule, the amounts a consuming row adds; None when a
+        column is not of the kind the table is for or holds a NaN or inf (the batch evaluator then
+        decides the step)."""
+        key: IntpArray = np.multiply(idx, self.cells, dtype=np.intp) if self.cells != 1 else idx.astype(np.intp)
+        for column in self.columns:
+            cell = column.digits(fields, n, self._buffers)
+            if cell is None:
+                return None
+            if column.weight == 1:
                 key += cell
             else:
-                key += np.multiply(cell, weight, dtype=np.intp)
-        return key
+                key += np.multiply(cell, column.weight, dtype=np.intp)
+        spends: list[npt.NDArray[np.float64]] = []
+        if self.limits:
+            assert state is not None
+            for limit in self.limits:
+                spend = None
+                if limit.budget_field is not None:
+                    # The amount as the batch evaluator reads it: a float64 of the value. Whether it
+                    # is usable, and whether an int alone exceeds the max, are the same for every
+                    # value of a cell (the table's thresholds include 0 and the max), and the table
+                    # gives such cells one verdict for either outcome.
+                    value = column_of(fields, limit.budget_field)[0]
+                    spend = value.astype(np.float64)
+                spends.append(spend if spend is not None else np.zeros(n))
+                over = limit.exceeded(state, spend, now)
+                if limit.weight == 1:
+                    key += over
+                else:
+                    key += np.multiply(over, limit.weight, dtype=np.intp)
+        return key, spends
+
+    def consume(self, state: BatchPolicyState, key: IntpArray, spends: list[npt.NDArray[np.float64]],
+                now: float) -> None:
+        """Record the usage of the rows the table says consume (allowed actions under a budget or rate rule)."""
+        for limit, consumed, spend in zip(self.limits, self.consumed, spends, strict=True):
+            rows = consumed.take(key)
+            if np.count_nonzero(rows):
+                state.consume(limit.namespace, limit.rule, rows, spend, now)
 
 
-def _weights(sizes: list[int]) -> list[int]:
-    weights = []
-    w = 1
-    for size in reversed(sizes):
-        weights.append(w)
-        w *= size
-    return list(reversed(weights))
+def column_of(fields: Mapping[str, Any], name: str) -> tuple[Any, Any]:
+    """A fields function's column `name` as (values, presence mask or None): a ``(values, present)``
+    tuple, or values with the mask under ``"_" + name`` (the vector-info convention)."""
+    value = fields.get(name)
+    if value.__class__ is tuple and len(value) == 2:
+        return value[0], value[1]
+    return value, fields.get("_" + name)
+
+
+def _column_for(name: str, value: Any, compares: list[Compare], bounds: list[float]) -> _Column | None:
+    """The table's view of one probed column, or None when its kind or comparisons do not allow one."""
+    masked = isinstance(value, tuple)
+    array = value[0] if masked else value
+    if not isinstance(array, np.ndarray) or array.ndim != 1:
+        return None
+    kind = array.dtype.kind
+    if kind == "u" and array.dtype.itemsize < 8:
+        kind = "i"
+    if kind == "b":
+        return _Column(name, "b", masked, np.zeros(0))
+    if kind == "f":
+        # A budget's amount is usable from 0 up (x >= 0) and is compared with its max.
+        found = float_thresholds(compares, tuple(
+            t for b in bounds for t in (float(np.nextafter(0.0, -math.inf)), float(b)) if math.isfinite(float(b))))
+        return None if found is None else _Column(name, "f", masked, np.asarray(found, dtype=np.float64))
+    if kind == "i":
+        ints = int_thresholds(compares, tuple(t for b in bounds for t in (-1, math.floor(b)) if math.isfinite(b)))
+        return None if ints is None else _Column(name, "i", masked, np.asarray(ints, dtype=np.int64))
+    return None
 
 
 def rule_offsets(gate: PolicyGate) -> npt.NDArray[np.int16] | None:

@@ -210,16 +210,21 @@ class Governor:
         self._check_binding()
         n = self.num_rows
         binding = self.binding
-        found = binding.cell_keys(obs, actions, n) if binding.cells is not None else None
+        cells = binding.cells
+        found = None
+        if cells is not None:
+            now = self.state.clock() if cells.stateful else 0.0
+            found = binding.cell_keys(obs, actions, n, self.state, now)
         batch: ActionBatch | _StepBatch
         if found is not None:
-            # A stateless policy over float columns: the verdicts come precomputed per cell, and
-            # a skipped row reads the table's "not evaluated" key (allowed, no penalty, 0s).
-            cells = binding.cells
+            # The verdicts come precomputed per cell (see `CellTable`), and a skipped row reads
+            # the table's "not evaluated" key (allowed, no penalty, 0s, nothing consumed).
             assert cells is not None
-            idx, key, columns = found
+            idx, key, spends, columns = found
             if skip is not None:
                 np.putmask(key, skip, cells.rows)
+            if cells.stateful:
+                cells.consume(self.state, key, spends, now)
             # The verdict object is read by recorders and approvers only.
             verdict: BatchVerdict | None = (
                 cells.verdict.take(key) if self.recorder is not None or self.approval != "deny" else None

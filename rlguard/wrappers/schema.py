@@ -15,6 +15,7 @@ from rlguard.wrappers.cell_table import CellTable, rule_offsets
 
 if TYPE_CHECKING:
     from rlguard.engine.batch import ActionBatch, ToolVocabulary
+    from rlguard.engine.batch_state import BatchPolicyState
     from rlguard.engine.gate import PolicyGate
 
 #: ``fields(obs, actions) -> {field name: column}``: the state-dependent fields of a batch of actions.
@@ -294,11 +295,13 @@ class SchemaBinding:
         self.fields_fn = schema.fields
         provided = set(self.const_columns) | set(self.coded_columns)
         self.fn_fields: tuple[str, ...] = ()
+        probed: dict[str, Any] = {}
         if self.fields_fn is not None:
             probe_rows = 3
             obs = sample_batch(observation_space, probe_rows)
             actions = sample_batch(action_space, probe_rows)
-            self.fn_fields = tuple(self._columns(self._call_fields(obs, actions, probe_rows, owner), probe_rows, owner))
+            probed = self._columns(self._call_fields(obs, actions, probe_rows, owner), probe_rows, owner)
+            self.fn_fields = tuple(probed)
             for name in self.fn_fields:
                 root = name.split(".")[0]
                 if name == "tool":
@@ -325,7 +328,7 @@ class SchemaBinding:
         self.cells: CellTable | None = None
         if schema.discrete:
             self.cells = CellTable.build(
-                gate, tuple(f for f in self.fn_fields if f in self.needed), n, self._cell_batch, rule_offsets(gate)
+                gate, {f: v for f, v in probed.items() if f in self.needed}, n, self._cell_batch, rule_offsets(gate)
             )
 
     def _cell_batch(self, idx: np.ndarray, columns: dict[str, Any], size: int) -> ActionBatch:
@@ -463,9 +466,12 @@ class SchemaBinding:
             tool = np.where(skip, self.skip_code, tool)
         return ActionBatch._trusted(tool, self.vocab, columns, size, tools_valid=skip is None)
 
-    def cell_keys(self, obs: Any, actions: Any, size: int) -> tuple[np.ndarray, np.ndarray, Mapping[str, Any]] | None:
-        """With a `CellTable`: (table rows, cell-table keys, the fields function's columns) of a step,
-        or None when the batch evaluator must decide it (see `rlguard.wrappers.cell_table`)."""
+    def cell_keys(
+        self, obs: Any, actions: Any, size: int, state: BatchPolicyState | None, now: float
+    ) -> tuple[np.ndarray, np.ndarray, list[np.ndarray], Mapping[str, Any]] | None:
+        """With a `CellTable`: (table rows, cell-table keys, amounts per budget or rate rule, the fields
+        function's columns) of a step, or None when the batch evaluator must decide it (see
+        `rlguard.wrappers.cell_table`)."""
         cells = self.cells
         assert cells is not None
         idx = self.indices(actions, size)
@@ -474,10 +480,10 @@ class SchemaBinding:
             extra = self.fields_fn(obs, actions)
             if not isinstance(extra, Mapping):
                 return None  # the batch evaluator's path raises the clear error
-        keys = cells.keys(idx, extra, size)
-        if keys is None:
+        found = cells.keys(idx, extra, size, state, now)
+        if found is None:
             return None
-        return idx, keys, extra
+        return idx, found[0], found[1], extra
 
     def stale(self, gate: PolicyGate) -> bool:
         """Whether the gate's policy changed (a `reload`) since this binding was made."""

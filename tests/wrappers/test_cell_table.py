@@ -44,9 +44,10 @@ class ScriptedVectorEnv(VectorEnv[Any, Any, Any]):
 
     def __init__(self, obs: list[np.ndarray], ends: list[np.ndarray]) -> None:
         self.num_envs = obs[0].shape[0]
-        self.single_observation_space = spaces.Box(-np.inf, np.inf, (2,), dtype=obs[0].dtype)
+        width = obs[0].shape[1]
+        self.single_observation_space = spaces.Box(-np.inf, np.inf, (width,), dtype=obs[0].dtype)
         self.single_action_space = spaces.Discrete(len(TABLE))
-        self.observation_space = spaces.Box(-np.inf, np.inf, (self.num_envs, 2), dtype=obs[0].dtype)
+        self.observation_space = spaces.Box(-np.inf, np.inf, (self.num_envs, width), dtype=obs[0].dtype)
         self.action_space = spaces.MultiDiscrete([len(TABLE)] * self.num_envs)
         self._obs, self._ends, self._t = obs, ends, 0
 
@@ -172,7 +173,7 @@ def test_governed_steps_decide_as_the_gate(
 
 
 def test_a_stateless_policy_over_float_columns_gets_a_table() -> None:
-    from rlguard.engine.batch import ActionBatch, ToolVocabulary
+    from rlguard.engine.batch import ActionBatch, CodedColumn, ToolVocabulary
 
     gate = PolicyGate.from_string("""
 version: 1
@@ -187,36 +188,134 @@ rules:
 """)
     vocab = ToolVocabulary()
 
-    def make(idx: np.ndarray, columns: dict[str, np.ndarray], size: int) -> ActionBatch:
+    def make(idx: np.ndarray, columns: dict[str, Any], size: int) -> ActionBatch:
         tools = np.array([vocab.code(TABLE[i]["tool"]) for i in idx.tolist()])
-        from rlguard.engine.batch import CodedColumn
-
         direction = CodedColumn(idx, [e["args"]["direction"] for e in TABLE])
         return ActionBatch(tools, vocab, {"args.direction": direction, **columns}, size)
 
-    table = CellTable.build(gate, ("args.x", "args.y"), len(TABLE), make, None)
+    table = CellTable.build(gate, {"args.x": np.zeros(3), "args.y": np.zeros(3)}, len(TABLE), make, None)
     assert table is not None
     # x: 1.5 (gt) once, 0 and 2 (in) on both sides; y: -1 (lte) once.
-    assert [t.tolist() for t in table.thresholds] == [
+    assert [c.thresholds.tolist() for c in table.columns] == [
         [float(np.nextafter(0.0, -1)), 0.0, 1.5, float(np.nextafter(2.0, -1)), 2.0], [-1.0]]
     assert table.rows == len(TABLE) * 6 * 2
-    keys = table.keys(np.array([1, 1, 0]), {"args.x": np.array([1.6, 1.5, 0.0]), "args.y": np.zeros(3)}, 3)
-    assert keys is not None
-    assert table.allowed[keys].tolist() == [False, True, True]
-    # A value the cells cannot stand for sends the step to the batch evaluator.
-    assert table.keys(np.array([0]), {"args.x": np.array([math.nan]), "args.y": np.zeros(1)}, 1) is None
-    assert table.keys(np.array([0]), {"args.x": np.array([1], dtype=np.int64), "args.y": np.zeros(1)}, 1) is None
+    found = table.keys(np.array([1, 1, 0]), {"args.x": np.array([1.6, 1.5, 0.0]), "args.y": np.zeros(3)}, 3, None, 0)
+    assert found is not None
+    assert table.allowed[found[0]].tolist() == [False, True, True]
+    # A value the cells cannot stand for, or a column of another kind, sends the step to the batch evaluator.
+    assert table.keys(np.array([0]), {"args.x": np.array([math.nan]), "args.y": np.zeros(1)}, 1, None, 0) is None
+    assert table.keys(np.array([0]), {"args.x": np.array([1]), "args.y": np.zeros(1)}, 1, None, 0) is None
+    assert table.keys(np.array([0]), {"args.x": (np.zeros(1), np.ones(1, bool)), "args.y": np.zeros(1)}, 1,
+                      None, 0) is None
 
 
 @pytest.mark.parametrize("policy", [
-    # budgets and rates depend on usage, not on the cells
-    "rules: [{id: r, when: {tool: cart.push}, rate: {max: 2, per: episode}, verdict: deny_if_exceeds}]",
     # a string comparison on a column
     "rules: [{id: r, when: {args.x: {glob: '1*'}}, verdict: deny}]",
-    # a bool operand
+    # a bool operand on a number column
     "rules: [{id: r, when: {args.x: {eq: true}}, verdict: deny}]",
+    # a budget on an amount the table fixes
+    "rules: [{id: r, when: {tool: a}, budget: {field: args.fixed, max: 3, per: episode}, verdict: deny_if_exceeds}]",
 ])
 def test_policies_the_cells_cannot_stand_for_get_no_table(policy: str) -> None:
     gate = PolicyGate.from_string("version: 1\ndefault: allow\n" + policy)
-    table = CellTable.build(gate, ("args.x",), 2, lambda idx, columns, size: None, None)  # type: ignore[arg-type,return-value]
+    table = CellTable.build(gate, {"args.x": np.zeros(3)}, 2, lambda idx, columns, size: None, None)  # type: ignore[arg-type,return-value]
     assert table is None
+
+
+# -- budgets, rates, int / bool / partly present columns: the table against the batch evaluator ------
+
+INT_VALUES = sorted({int(v) + d for v in BOUNDS if abs(v) < 2**60 for d in (-1, 0, 1)} | {-7, 5, 250, 2**62})
+
+
+def mixed_fields(obs: Any, actions: Any) -> dict[str, Any]:
+    amount = obs[:, 3]
+    return {
+        "args.x": obs[:, 0],
+        "args.n": obs[:, 1].astype(np.int64),
+        "args.flag": (obs[:, 2] > 0, np.abs(obs[:, 2]) != 2),  # ±2: absent, holding True or False
+        "args.amount": amount.astype(np.int64),
+        "_args.amount": amount != -1,  # absent on some rows (-2 is a present, unusable amount)
+    }
+
+
+@st.composite
+def _stateful_policies(draw: st.DrawFn) -> dict[str, Any]:
+    rules = []
+    for i in range(draw(st.integers(1, 5))):
+        kind = draw(st.sampled_from(["deny", "allow", "warn", "require_approval", "limit", "budget", "rate"]))
+        when: dict[str, Any] = {}
+        if draw(st.booleans()):
+            when["tool"] = draw(st.sampled_from(["cart.push", "other.tool"]))
+        if draw(st.booleans()):
+            when["args.direction"] = draw(st.sampled_from(["left", "right"]))
+        for field in draw(st.lists(st.sampled_from(["args.x", "args.n", "args.flag", "args.amount"]), max_size=2)):
+            if field == "args.flag":
+                when.update(draw(st.sampled_from([{field: True}, {field: False}, {field: {"exists": True}}])))
+            else:
+                when.update(draw(_compare(field)))
+        rule: dict[str, Any] = {"id": f"r{i}", "when": when or {"tool": "*"}}
+        if kind == "limit":
+            rule.update(verdict="deny_if_exceeds", limit=draw(_compare("args.n")))
+        elif kind == "budget":
+            rule.update(verdict="deny_if_exceeds", budget={
+                "field": "args.amount", "max": draw(st.sampled_from([0, 1, 2.5, 250, 10**20])), "per": "episode"})
+        elif kind == "rate":
+            rule.update(verdict="deny_if_exceeds", rate={"max": draw(st.integers(0, 3)), "per": "episode"})
+        else:
+            rule["verdict"] = kind
+        rules.append(rule)
+    return {
+        "version": 1,
+        "default": draw(st.sampled_from(["allow", "deny"])),
+        "combine": draw(st.sampled_from(["first_match", "deny_overrides"])),
+        "rules": rules,
+    }
+
+
+_row = st.tuples(_value, st.sampled_from(INT_VALUES), st.sampled_from([-2.0, -1.0, 1.0, 2.0]),
+                 st.sampled_from([-1.0, -2.0, *[float(v) for v in INT_VALUES if 0 <= v < 2**53]]))
+
+
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    policy=_stateful_policies(),
+    steps=st.lists(
+        st.tuples(
+            st.lists(_row, min_size=4, max_size=4),
+            st.lists(st.integers(0, len(TABLE) - 1), min_size=4, max_size=4),
+            st.lists(st.booleans(), min_size=4, max_size=4),
+        ),
+        min_size=1,
+        max_size=4,
+    ),
+    approval=st.sampled_from(["deny", "allow"]),
+)
+def test_the_table_decides_and_consumes_as_the_batch_evaluator(
+    policy: dict[str, Any], steps: list[Any], approval: str
+) -> None:
+    obs = [np.array(s[0], dtype=np.float64) for s in steps]
+    obs.append(obs[-1])
+    ends = [np.array(s[2]) for s in steps]
+    envs = []
+    for use_table in (True, False):
+        env = GovernedVectorEnv(ScriptedVectorEnv(obs, ends), PolicyGate.from_dict(policy),
+                                ActionSchema(TABLE, fields=mixed_fields), on_violation="pass",
+                                approval=approval, shaper=SeverityPenalty(1.0))  # type: ignore[arg-type]
+        if not use_table:
+            env._governor.binding.cells = None  # the batch evaluator decides every step
+        env.reset(seed=0)
+        envs.append(env)
+    assert envs[0]._governor.binding.cells is not None  # the table decides (the columns are finite)
+    for _, actions, _ in steps:
+        a = np.array(actions)
+        (_, r1, _, _, i1), (_, r2, _, _, i2) = envs[0].step(a), envs[1].step(a)
+        assert np.array_equal(r1, r2)
+        for key in ("action", "rule", "blocked", "penalty"):
+            assert np.array_equal(i1["rlguard"][key], i2["rlguard"][key]), key
+        assert np.array_equal(i1["cost"], i2["cost"])
+        usage1, usage2 = envs[0]._governor.state._usage, envs[1]._governor.state._usage
+        assert usage1.keys() == usage2.keys()
+        for k in usage1:
+            assert np.array_equal(usage1[k].amount, usage2[k].amount)
+            assert np.array_equal(usage1[k].count, usage2[k].count)
