@@ -35,3 +35,15 @@ class GovernedAccessors:
     def rule_ids(self) -> tuple[str, ...]:
         """Rule ids, index-aligned with ``info["rlguard"]["rule"]``."""
         return self._governor.rule_ids
+
+    @property
+    def precomputed(self) -> bool:
+        """Whether the policy's verdicts are precomputed per action and cell of the schema's columns.
+
+        True for a Discrete table whose state-dependent fields are float, int or bool columns
+        compared with numbers (see the "Cost" section of docs/training.md); a step then decides
+        by lookup, and falls back to the batch evaluator only for a step with a NaN or infinite
+        value. False means every step runs the batch evaluator.
+        """
+        self._governor._check_binding()
+        return self._governor.binding.cells is not None

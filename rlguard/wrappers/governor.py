@@ -414,13 +414,23 @@ class Governor:
         state = self.state.repeat(n) if self.stateful else None
         obs_rep = repeat_rows(obs, n)
         acts = np.tile(candidates, rows)
+        cells = self.binding.cells
+        if cells is not None:
+            # The cell table reads the copied usage without consuming (it consumes only in `evaluate`).
+            now = self.state.clock() if cells.stateful else 0.0
+            found = self.binding.cell_keys(obs_rep, acts, rows * n, state, now)
+            if found is not None:
+                key = found[1]
+                allowed = self._allowed_after_approval(cells.allowed.take(key), cells.action.take(key), obs_rep, acts)
+                return allowed.reshape(rows, n)
         verdict = self.gate.check_batch(self.binding.batch(obs_rep, acts, rows * n), state)
-        return self._allowed_after_approval(verdict, obs_rep, acts).reshape(rows, n)
+        return self._allowed_after_approval(verdict.allowed.copy(), verdict.action, obs_rep, acts).reshape(rows, n)
 
-    def _allowed_after_approval(self, verdict: BatchVerdict, obs: Any, acts: Any) -> npt.NDArray[np.bool_]:
-        allowed: npt.NDArray[np.bool_] = verdict.allowed.copy()
+    def _allowed_after_approval(self, allowed: npt.NDArray[np.bool_], action: npt.NDArray[np.int8], obs: Any,
+                                acts: Any) -> npt.NDArray[np.bool_]:
+        """`allowed` (modified in place) with the approver's grants added."""
         if self.approval != "deny":
-            needs = verdict.action == _REQUIRE_APPROVAL
+            needs = action == _REQUIRE_APPROVAL
             if needs.any():
                 idx = np.flatnonzero(needs)
                 if self.approval != "allow":

@@ -309,6 +309,7 @@ def test_the_table_decides_and_consumes_as_the_batch_evaluator(
     assert envs[0]._governor.binding.cells is not None  # the table decides (the columns are finite)
     for _, actions, _ in steps:
         a = np.array(actions)
+        assert np.array_equal(envs[0].action_masks(), envs[1].action_masks())
         (_, r1, _, _, i1), (_, r2, _, _, i2) = envs[0].step(a), envs[1].step(a)
         assert np.array_equal(r1, r2)
         for key in ("action", "rule", "blocked", "penalty"):
@@ -319,3 +320,18 @@ def test_the_table_decides_and_consumes_as_the_batch_evaluator(
         for k in usage1:
             assert np.array_equal(usage1[k].amount, usage2[k].amount)
             assert np.array_equal(usage1[k].count, usage2[k].count)
+
+
+def test_precomputed_says_whether_a_table_decides() -> None:
+    import gymnasium as gym
+    from _wrapper_helpers import EDGE_POLICY, cart_schema
+    from gymnasium.envs.classic_control.cartpole import CartPoleVectorEnv
+
+    from rlguard.wrappers import GovernedEnv
+
+    assert GovernedVectorEnv(CartPoleVectorEnv(num_envs=3), PolicyGate.from_string(EDGE_POLICY), cart_schema(),
+                             ).precomputed
+    assert GovernedEnv(gym.make("CartPole-v1"), PolicyGate.from_string(EDGE_POLICY), cart_schema()).precomputed
+    text = "version: 1\ndefault: allow\nrules: [{id: r, when: {args.x: {regex: '^1'}}, verdict: deny}]\n"
+    assert not GovernedVectorEnv(CartPoleVectorEnv(num_envs=3), PolicyGate.from_string(text), cart_schema(),
+                                 ).precomputed
