@@ -181,3 +181,14 @@ def test_trajectory_penalty_totals_the_episode(steps: Any) -> None:
         expected -= np.where(done, running, 0.0)
         running[done] = 0.0
     assert np.allclose(got, expected, atol=1e-6)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.int64])
+def test_a_severity_penalty_without_bonus_leaves_clean_rows_unchanged_bit_for_bit(dtype: Any) -> None:
+    # The wrappers rely on it (`clean_rows_unchanged`) to skip masking the rows they did not evaluate.
+    assert SeverityPenalty(0.3).clean_rows_unchanged and not SeverityPenalty(0.3, clean_bonus=0.1).clean_rows_unchanged
+    values = [0.0, -0.0, 1.5, -2.25, 1e308, -1e-320, np.inf, np.nan] if dtype != np.int64 else [0, -3, 2**62]
+    reward = np.array(values, dtype=dtype)
+    clean = StepVerdicts(np.ones(len(values), dtype=bool), np.zeros(len(values), dtype=np.float32))
+    shaped = SeverityPenalty(0.3)(reward, clean)
+    assert np.array_equal(shaped.view(np.uint8), reward.astype(shaped.dtype).view(np.uint8))

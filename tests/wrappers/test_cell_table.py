@@ -122,7 +122,7 @@ VALUES = sorted({x for v in BOUNDS for x in _near(v)} | {-7.25, 0.3, 2.2, 5e9})
 _value = st.one_of(st.sampled_from(VALUES), st.floats(-4, 4))
 
 
-@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     policy=_policies(),
     dtype=st.sampled_from([np.float32, np.float64]),
@@ -277,7 +277,7 @@ _row = st.tuples(_value, st.sampled_from(INT_VALUES), st.sampled_from([-2.0, -1.
                  st.sampled_from([-1.0, -2.0, *[float(v) for v in INT_VALUES if 0 <= v < 2**53]]))
 
 
-@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     policy=_stateful_policies(),
     steps=st.lists(
