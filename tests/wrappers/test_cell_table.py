@@ -12,6 +12,7 @@ import math
 from typing import Any, ClassVar
 
 import numpy as np
+import orjson
 import pytest
 from gymnasium import spaces
 from gymnasium.vector import AutoresetMode, VectorEnv
@@ -20,6 +21,9 @@ from hypothesis import strategies as st
 
 from rlguard import ActionContext, PolicyGate
 from rlguard.engine.verdict import ACTION_CODES
+from rlguard.evidence.batchrecord import batch_record
+from rlguard.evidence.chain import CANONICAL
+from rlguard.evidence.redaction import Redactor
 from rlguard.reward_shaping import SeverityPenalty
 from rlguard.wrappers import ActionSchema, GovernedVectorEnv
 from rlguard.wrappers.cell_table import CellTable
@@ -59,6 +63,18 @@ class ScriptedVectorEnv(VectorEnv[Any, Any, Any]):
         self._t += 1
         n = self.num_envs
         return self._obs[self._t], np.zeros(n), self._ends[self._t - 1], np.zeros(n, dtype=bool), {}
+
+
+class RecordsInMemory:
+    """A recorder that keeps each step's batch record as the JSON an `EvidenceRecorder` would chain."""
+
+    def __init__(self) -> None:
+        self.lines: list[bytes] = []
+        self._redactor = Redactor(())
+
+    def record_batch(self, batch: Any, verdicts: Any, *, step: int, detail: str, mask: Any = None) -> None:
+        record = batch_record(batch, verdicts, step=step, detail=detail, redactor=self._redactor, mask=mask)
+        self.lines.append(orjson.dumps(record, option=CANONICAL))
 
 
 def _compare(field: str) -> st.SearchStrategy[dict[str, Any]]:
@@ -290,9 +306,10 @@ _row = st.tuples(_value, st.sampled_from(INT_VALUES), st.sampled_from([-2.0, -1.
         max_size=4,
     ),
     approval=st.sampled_from(["deny", "allow"]),
+    detail=st.sampled_from(["violations", "all"]),
 )
 def test_the_table_decides_and_consumes_as_the_batch_evaluator(
-    policy: dict[str, Any], steps: list[Any], approval: str
+    policy: dict[str, Any], steps: list[Any], approval: str, detail: str
 ) -> None:
     obs = [np.array(s[0], dtype=np.float64) for s in steps]
     obs.append(obs[-1])
@@ -301,7 +318,8 @@ def test_the_table_decides_and_consumes_as_the_batch_evaluator(
     for use_table in (True, False):
         env = GovernedVectorEnv(ScriptedVectorEnv(obs, ends), PolicyGate.from_dict(policy),
                                 ActionSchema(TABLE, fields=mixed_fields), on_violation="pass",
-                                approval=approval, shaper=SeverityPenalty(1.0))  # type: ignore[arg-type]
+                                approval=approval, shaper=SeverityPenalty(1.0),  # type: ignore[arg-type]
+                                recorder=RecordsInMemory(), detail=detail)
         if not use_table:
             env._governor.binding.cells = None  # the batch evaluator decides every step
         env.reset(seed=0)
@@ -315,6 +333,8 @@ def test_the_table_decides_and_consumes_as_the_batch_evaluator(
         for key in ("action", "rule", "blocked", "penalty"):
             assert np.array_equal(i1["rlguard"][key], i2["rlguard"][key]), key
         assert np.array_equal(i1["cost"], i2["cost"])
+        # The evidence of the step: the same batch record, byte for byte.
+        assert envs[0]._governor.recorder.lines == envs[1]._governor.recorder.lines
         usage1, usage2 = envs[0]._governor.state._usage, envs[1]._governor.state._usage
         assert usage1.keys() == usage2.keys()
         for k in usage1:
