@@ -155,15 +155,17 @@ class _Column:
             return None
         if value.__class__ is not np.ndarray or value.shape != (n,):
             return None
-        kind = value.dtype.kind
-        if self.kind == "b":
-            if kind != "b":
-                return None
-            if present is None:
-                return value.view(np.uint8)
-            return np.add(value.view(np.uint8), np.multiply(present, 2, dtype=np.uint8), dtype=np.uint8)
-        if kind != self.kind and not (self.kind == "i" and kind == "u" and value.dtype.itemsize < 8):
+        kind = _kind(value.dtype)
+        if kind != self.kind:
             return None
+        # (A bool array can hold bytes other than 0 and 1, e.g. a view of uint8 data; numpy reads
+        # any nonzero byte as True, and so do the digits below.)
+        if self.kind == "b":
+            digit = np.not_equal(value.view(np.uint8), 0).view(np.uint8)
+            if present is None:
+                return digit
+            return np.add(digit, np.multiply(np.not_equal(present.view(np.uint8), 0), 2, dtype=np.uint8),
+                          dtype=np.uint8)
         if kind == "f":
             finite = np.isfinite(value)
             if present is not None:
@@ -188,7 +190,7 @@ class _Column:
             below = buffers[(self.name, n)] = np.empty((height, n), dtype=np.bool_)
         np.less(t[:, None], value, out=below[:m])
         if present is not None:
-            np.copyto(below[m:], present)
+            np.not_equal(present.view(np.uint8), 0, out=below[m:])
         return np.add.reduce(below.view(np.uint8), axis=0, dtype=np.uint8 if height < 255 else np.uint16)
 
 
@@ -215,7 +217,7 @@ class _Limit:
             with np.errstate(over="ignore"):  # a float amount near the largest float
                 return compare_float(used[0] + spend, "gt", rule.budget.max)
         assert rule.rate is not None
-        return used[1] >= rule.rate.max
+        return used[1] >= rule.rate.max  # (numpy compares with an int beyond int64 exactly)
 
     def force(self, state: BatchPolicyState, exceeded: npt.NDArray[np.bool_]) -> None:
         """Set `state`'s usage so that this rule's limit holds, or is exceeded, in each row."""
@@ -224,7 +226,8 @@ class _Limit:
             amount[:] = np.where(exceeded, math.inf, 0.0)  # inf + any usable amount > max
         else:
             assert self.rule.rate is not None
-            count[:] = np.where(exceeded, self.rule.rate.max, 0)
+            # A max beyond int64 is never reached: its "exceeded" rows are unreachable.
+            count[:] = np.where(exceeded, min(self.rule.rate.max, int(_INT64.max)), 0)
 
 
 class CellTable:
@@ -234,9 +237,11 @@ class CellTable:
     step needs the batch evaluator.
     """
 
-    def __init__(self, columns: tuple[_Column, ...], limits: tuple[_Limit, ...], num_actions: int,
-                 verdict: BatchVerdict, consumed: tuple[npt.NDArray[np.bool_], ...],
+    def __init__(self, field_names: frozenset[str], columns: tuple[_Column, ...], limits: tuple[_Limit, ...],
+                 num_actions: int, verdict: BatchVerdict, consumed: tuple[npt.NDArray[np.bool_], ...],
                  rule_offsets: npt.NDArray[np.int16] | None) -> None:
+        #: The fields function's policy fields the table was built for: a step must give exactly these.
+        self.field_names = field_names
         self.columns = columns
         self.limits = limits
         self.num_actions = num_actions
@@ -317,11 +322,13 @@ class CellTable:
             size *= column.size
         if size > MAX_CELLS:
             return None
-        return cls._evaluate(gate, tuple(columns), tuple(limits), num_actions, make_batch, rule_offsets)
+        return cls._evaluate(gate, frozenset(probe), tuple(columns), tuple(limits), num_actions, make_batch,
+                             rule_offsets)
 
     @classmethod
-    def _evaluate(cls, gate: PolicyGate, columns: tuple[_Column, ...], limits: tuple[_Limit, ...],
-                  num_actions: int, make_batch: MakeBatch, rule_offsets: npt.NDArray[np.int16] | None) -> CellTable:
+    def _evaluate(cls, gate: PolicyGate, field_names: frozenset[str], columns: tuple[_Column, ...],
+                  limits: tuple[_Limit, ...], num_actions: int, make_batch: MakeBatch,
+                  rule_offsets: npt.NDArray[np.int16] | None) -> CellTable:
         sizes = [c.size for c in columns] + [2] * len(limits)
         cells = int(np.prod(sizes)) if sizes else 1
         rows = num_actions * cells
@@ -349,13 +356,21 @@ class CellTable:
             state.usage_arrays(limit.namespace, limit.rule)[1] != count for limit, count in zip(limits, before,
                                                                                                strict=True)
         )
-        return cls(columns, limits, num_actions, verdict, consumed, rule_offsets)
+        return cls(field_names, columns, limits, num_actions, verdict, consumed, rule_offsets)
 
-    def keys(self, idx: IntpArray, fields: Mapping[str, Any], n: int, state: BatchPolicyState | None,
+    def keys(self, idx: IntpArray, fields: Mapping[str, Any] | None, n: int, state: BatchPolicyState | None,
              now: float) -> tuple[IntpArray, list[npt.NDArray[np.float64]]] | None:
-        """Each row's key and, per budget or rate rule, the amounts a consuming row adds; None when a
-        column is not of the kind the table is for or holds a NaN or inf (the batch evaluator then
-        decides the step)."""
+        """Each row's key and, per budget or rate rule, the amounts a consuming row adds.
+
+        `fields`: the fields function's columns as the schema checked them (policy fields only;
+        a masked column as ``(values, present)``). None when the batch evaluator must decide the
+        step: the fields are not the ones the table was built for, a column is of another kind,
+        or a float is NaN or infinite.
+        """
+        if fields is None:
+            fields = {}
+        if fields.keys() != self.field_names:
+            return None  # a field the table never saw (or lost) would be decided without it
         key: IntpArray = np.multiply(idx, self.cells, dtype=np.intp) if self.cells != 1 else idx.astype(np.intp)
         for column in self.columns:
             cell = column.digits(fields, n, self._buffers)
@@ -403,24 +418,49 @@ def column_of(fields: Mapping[str, Any], name: str) -> tuple[Any, Any]:
     return value, fields.get("_" + name)
 
 
+def _kind(dtype: np.dtype[Any]) -> str | None:
+    """The table's kind of a column dtype: "f" (float64 or narrower), "i" (an int that int64 holds), "b";
+    None for the others, which the batch evaluator reads differently (e.g. long double as objects)."""
+    kind = dtype.kind
+    if kind == "f" and dtype.itemsize <= 8:
+        return "f"
+    if kind == "i" or (kind == "u" and dtype.itemsize < 8):
+        return "i"
+    if kind == "b":
+        return "b"
+    return None
+
+
 def _column_for(name: str, value: Any, compares: list[Compare], bounds: list[float]) -> _Column | None:
-    """The table's view of one probed column, or None when its kind or comparisons do not allow one."""
+    """The table's view of one probed column, or None when its kind or comparisons do not allow one.
+
+    A budget's amount is usable from 0 up, and is compared with the budget's max (in float64,
+    and exactly for an int alone): those switch points are thresholds too.
+    """
     masked = isinstance(value, tuple)
     array = value[0] if masked else value
     if not isinstance(array, np.ndarray) or array.ndim != 1:
         return None
-    kind = array.dtype.kind
-    if kind == "u" and array.dtype.itemsize < 8:
-        kind = "i"
+    kind = _kind(array.dtype)
     if kind == "b":
         return _Column(name, "b", masked, np.zeros(0))
     if kind == "f":
-        # A budget's amount is usable from 0 up (x >= 0) and is compared with its max.
-        found = float_thresholds(compares, tuple(
-            t for b in bounds for t in (float(np.nextafter(0.0, -math.inf)), float(b)) if math.isfinite(float(b))))
+        extra: list[float] = []
+        for b in bounds:
+            t = float(b)
+            extra.append(float(np.nextafter(0.0, -math.inf)))
+            if math.isfinite(t):
+                extra.append(t)  # x > max where max is a float ...
+                if t != b:
+                    extra.append(float(np.nextafter(t, -math.inf)))  # ... x >= its rounding where it is not
+        found = float_thresholds(compares, tuple(extra))
         return None if found is None else _Column(name, "f", masked, np.asarray(found, dtype=np.float64))
     if kind == "i":
-        ints = int_thresholds(compares, tuple(t for b in bounds for t in (-1, math.floor(b)) if math.isfinite(b)))
+        if any(abs(b) >= 2**53 for b in bounds):
+            # Near such a max, an int's float64 amount rounds across it (the batch evaluator sums
+            # in float64): no interval of ints decides it. Left to the batch evaluator.
+            return None
+        ints = int_thresholds(compares, tuple(t for b in bounds for t in (-1, math.floor(b))))
         return None if ints is None else _Column(name, "i", masked, np.asarray(ints, dtype=np.int64))
     return None
 

@@ -41,8 +41,9 @@ class GovernedVectorEnv(
     The vector twin of `GovernedEnv`, with the same arguments and behaviour, row by row: each
     step reads the ``num_envs`` proposed actions as tool calls through the `ActionSchema`
     (a gather by action index plus the schema's ``fields`` function, no Python loop over
-    sub-envs), checks them with one ``gate.check_batch``, substitutes the fallback in the
-    refused rows, steps the env, shapes the rewards and records the evidence.
+    sub-envs), checks them with one ``gate.check_batch`` (or looks them up in the table the
+    wrapper precomputed, see `precomputed`), records the evidence, substitutes the fallback in
+    the refused rows, steps the env and shapes the rewards.
 
     ``info["rlguard"]`` holds the keys of `GovernedEnv` as arrays over sub-envs, with the
     boolean mask ``info["_rlguard"]`` (Gymnasium's vector info convention); the cost is

@@ -41,7 +41,7 @@ def _fail(message: str, hint: str) -> ValueError:
 class Decision(NamedTuple):
     """What the governor decided for one step's batch of proposed actions."""
 
-    batch: ActionBatch | _StepBatch  # the step's ActionBatch, or how to build it (read by recorders only)
+    batch: ActionBatch | None  # the step's ActionBatch (None when a cell table decided and nothing records)
     verdict: BatchVerdict | None  # None when nothing reads it (a cell table decided, no recorder or approver)
     rule: npt.NDArray[np.int16]  # the deciding rule's index in `Governor.rule_ids`, -1 for the default; 0 if skipped
     action: npt.NDArray[np.int8]  # the verdict's action code; 0 on skipped rows
@@ -53,20 +53,6 @@ class Decision(NamedTuple):
     allowed: npt.NDArray[np.bool_]  # not refused (``~refused``)
     any_refused: bool
     keep: npt.NDArray[np.bool_] | None = None  # ``~skip`` (None without skip)
-
-
-class _StepBatch(NamedTuple):
-    """The parts of a step's `ActionBatch` when a `CellTable` decided it: built only if a recorder asks."""
-
-    binding: SchemaBinding
-    idx: npt.NDArray[Any]
-    columns: Any  # the fields function's output
-    size: int
-
-    def build(self) -> ActionBatch:
-        binding = self.binding
-        extra = binding._columns(self.columns, self.size, "the action schema", binding.needed)
-        return binding.assemble(self.idx, extra, self.size)
 
 
 class Governor:
@@ -202,34 +188,43 @@ class Governor:
 
     # -- one step -------------------------------------------------------------------------------
     def evaluate(self, obs: Any, actions: Any, skip: npt.NDArray[np.bool_] | None = None) -> Decision:
-        """Check the proposed `actions` (one row each) and pick what to execute.
+        """Check the proposed `actions` (one row each), pick what to execute, and record the step.
 
         Rows in `skip` are not evaluated (a NEXT_STEP reset step): nothing is consumed, they
-        are never refused and their actions pass through.
+        are never refused and their actions pass through. The step is recorded here, before the
+        env steps: an action never runs unrecorded (a failing sink raises `EvidenceError` first),
+        and the record holds the inputs the policy read even if the env reuses its buffers.
         """
         self._check_binding()
+        decision = self._decide(obs, actions, skip)
+        if self.recorder is not None:
+            self._record(decision, skip)
+        return decision
+
+    def _decide(self, obs: Any, actions: Any, skip: npt.NDArray[np.bool_] | None) -> Decision:
         n = self.num_rows
         binding = self.binding
+        idx, extra = binding.step_inputs(obs, actions, n)
         cells = binding.cells
         found = None
         if cells is not None:
+            assert idx is not None
             now = self.state.clock() if cells.stateful else 0.0
-            found = binding.cell_keys(obs, actions, n, self.state, now)
-        batch: ActionBatch | _StepBatch
+            found = cells.keys(idx, extra, n, self.state, now)
+        batch: ActionBatch | None
+        verdict: BatchVerdict | None
         if found is not None:
             # The verdicts come precomputed per cell (see `CellTable`), and a skipped row reads
             # the table's "not evaluated" key (allowed, no penalty, 0s, nothing consumed).
             assert cells is not None
-            idx, key, spends, columns = found
+            key, spends = found
             if skip is not None:
                 np.putmask(key, skip, cells.rows)
             if cells.stateful:
                 cells.consume(self.state, key, spends, now)
-            # The verdict object is read by recorders and approvers only.
-            verdict: BatchVerdict | None = (
-                cells.verdict.take(key) if self.recorder is not None or self.approval != "deny" else None
-            )
-            batch = _StepBatch(binding, idx, columns, n)
+            # The batch and the verdict object are read by recorders and approvers only.
+            batch = binding.assemble(idx, extra, n) if self.recorder is not None else None
+            verdict = cells.verdict.take(key) if self.recorder is not None or self.approval != "deny" else None
             rule = cells.rule.take(key)
             action = cells.action.take(key)
             allowed = cells.allowed.take(key)
@@ -239,7 +234,7 @@ class Governor:
         else:
             # A row that must not be evaluated is only kept from consuming: with a stateless policy
             # evaluating it has no effect at all (its outputs are dropped below).
-            batch = binding.batch(obs, actions, n, skip if self.stateful else None)
+            batch = binding.assemble(idx, extra, n, skip if self.stateful else None)
             verdict = self.gate.check_batch(batch, self.state)
             rule = verdict.rule_index
             if self._layer_offsets is not None:
@@ -332,7 +327,7 @@ class Governor:
         truncated: npt.NDArray[np.bool_],
         skip: npt.NDArray[np.bool_] | None = None,
     ) -> tuple[Any, npt.NDArray[np.bool_]]:
-        """After the env stepped: shape the reward, record, end episodes. Returns (reward, terminated)."""
+        """After the env stepped: shape the reward, end episodes. Returns (reward, terminated)."""
         if self.on_violation == "terminate" and decision.any_blocked:
             terminated = terminated | decision.blocked
         done = terminated | truncated
@@ -346,8 +341,6 @@ class Governor:
                 reward = shaped
             else:
                 reward = np.where(skip, reward, shaped)
-        if self.recorder is not None:
-            self._record(decision, skip)
         if self.stateful and np.count_nonzero(done):
             self.state.reset(done)
         self.steps += 1
@@ -365,8 +358,8 @@ class Governor:
                 # The recorder cannot leave rows out: show the rows that were not evaluated as
                 # allowed by the default, so they never appear as violations.
                 verdict = _UnevaluatedAsAllowed(verdict, skip, keep)
-        batch = decision.batch
-        self.recorder.record_batch(batch.build() if isinstance(batch, _StepBatch) else batch, verdict, **kwargs)
+        assert decision.batch is not None  # made whenever there is a recorder
+        self.recorder.record_batch(decision.batch, verdict, **kwargs)
 
     def info(self, decision: Decision, skip: npt.NDArray[np.bool_] | None) -> tuple[dict[str, Any], Any]:
         """The ``rlguard`` info of the step (vector arrays) and the per-row cost."""
@@ -414,16 +407,19 @@ class Governor:
         state = self.state.repeat(n) if self.stateful else None
         obs_rep = repeat_rows(obs, n)
         acts = np.tile(candidates, rows)
-        cells = self.binding.cells
+        binding = self.binding
+        idx, extra = binding.step_inputs(obs_rep, acts, rows * n)
+        cells = binding.cells
         if cells is not None:
             # The cell table reads the copied usage without consuming (it consumes only in `evaluate`).
+            assert idx is not None
             now = self.state.clock() if cells.stateful else 0.0
-            found = self.binding.cell_keys(obs_rep, acts, rows * n, state, now)
+            found = cells.keys(idx, extra, rows * n, state, now)
             if found is not None:
-                key = found[1]
+                key = found[0]
                 allowed = self._allowed_after_approval(cells.allowed.take(key), cells.action.take(key), obs_rep, acts)
                 return allowed.reshape(rows, n)
-        verdict = self.gate.check_batch(self.binding.batch(obs_rep, acts, rows * n), state)
+        verdict = self.gate.check_batch(binding.assemble(idx, extra, rows * n), state)
         return self._allowed_after_approval(verdict.allowed.copy(), verdict.action, obs_rep, acts).reshape(rows, n)
 
     def _allowed_after_approval(self, allowed: npt.NDArray[np.bool_], action: npt.NDArray[np.int8], obs: Any,

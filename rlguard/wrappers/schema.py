@@ -15,7 +15,6 @@ from rlguard.wrappers.cell_table import CellTable, rule_offsets
 
 if TYPE_CHECKING:
     from rlguard.engine.batch import ActionBatch, ToolVocabulary
-    from rlguard.engine.batch_state import BatchPolicyState
     from rlguard.engine.gate import PolicyGate
 
 #: ``fields(obs, actions) -> {field name: column}``: the state-dependent fields of a batch of actions.
@@ -411,11 +410,17 @@ class SchemaBinding:
 
         Rows in `skip` get an invalid tool name: the policy denies them without consuming anything.
         """
+        idx, extra = self.step_inputs(obs, actions, size)
+        return self.assemble(idx, extra, size, skip)
+
+    def step_inputs(self, obs: Any, actions: Any, size: int) -> tuple[np.ndarray | None, dict[str, Any] | None]:
+        """A step's table rows (None for a `call` schema) and the fields function's checked columns
+        (policy fields only; None without a fields function), each computed once per step."""
         idx = self.indices(actions, size) if self.schema.discrete else None
         extra = None
         if self.fields_fn is not None:
             extra = self._columns(self.fields_fn(obs, actions), size, "the action schema", self.needed)
-        return self.assemble(idx, extra, size, skip)
+        return idx, extra
 
     def indices(self, actions: Any, size: int) -> np.ndarray:
         """The table row of each of `size` Discrete actions; raises on a wrong shape or an action outside the table."""
@@ -465,25 +470,6 @@ class SchemaBinding:
         if skip is not None:
             tool = np.where(skip, self.skip_code, tool)
         return ActionBatch._trusted(tool, self.vocab, columns, size, tools_valid=skip is None)
-
-    def cell_keys(
-        self, obs: Any, actions: Any, size: int, state: BatchPolicyState | None, now: float
-    ) -> tuple[np.ndarray, np.ndarray, list[np.ndarray], Mapping[str, Any]] | None:
-        """With a `CellTable`: (table rows, cell-table keys, amounts per budget or rate rule, the fields
-        function's columns) of a step, or None when the batch evaluator must decide it (see
-        `rlguard.wrappers.cell_table`)."""
-        cells = self.cells
-        assert cells is not None
-        idx = self.indices(actions, size)
-        extra: Mapping[str, Any] = {}
-        if self.fields_fn is not None:
-            extra = self.fields_fn(obs, actions)
-            if not isinstance(extra, Mapping):
-                return None  # the batch evaluator's path raises the clear error
-        found = cells.keys(idx, extra, size, state, now)
-        if found is None:
-            return None
-        return idx, found[0], found[1], extra
 
     def stale(self, gate: PolicyGate) -> bool:
         """Whether the gate's policy changed (a `reload`) since this binding was made."""

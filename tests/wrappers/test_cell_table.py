@@ -324,7 +324,10 @@ def test_the_table_decides_and_consumes_as_the_batch_evaluator(
             env._governor.binding.cells = None  # the batch evaluator decides every step
         env.reset(seed=0)
         envs.append(env)
-    assert envs[0]._governor.binding.cells is not None  # the table decides (the columns are finite)
+    # The table decides (the columns are finite), unless an int amount meets a budget max that
+    # float64 cannot tell from its neighbours.
+    big_budget = any(r.get("budget", {}).get("max", 0) >= 2**53 for r in policy["rules"])
+    assert envs[0].precomputed != big_budget
     for _, actions, _ in steps:
         a = np.array(actions)
         assert np.array_equal(envs[0].action_masks(), envs[1].action_masks())
@@ -355,3 +358,164 @@ def test_precomputed_says_whether_a_table_decides() -> None:
     text = "version: 1\ndefault: allow\nrules: [{id: r, when: {args.x: {regex: '^1'}}, verdict: deny}]\n"
     assert not GovernedVectorEnv(CartPoleVectorEnv(num_envs=3), PolicyGate.from_string(text), cart_schema(),
                                  ).precomputed
+
+
+# -- cases a review found, each checked against the batch evaluator ------------------------------------
+
+def _both(policy: str, obs: list[np.ndarray], fields: Any, **kwargs: Any) -> list[GovernedVectorEnv[Any, Any]]:
+    """The same governed env twice: deciding by its table, and by the batch evaluator."""
+    ends = [np.zeros(obs[0].shape[0], dtype=bool)] * (len(obs) - 1)
+    envs = []
+    for use_table in (True, False):
+        env = GovernedVectorEnv(ScriptedVectorEnv(obs, ends), PolicyGate.from_string(policy),
+                                ActionSchema(TABLE, fields=fields), on_violation="pass", **kwargs)
+        if not use_table:
+            env._governor.binding.cells = None
+        env.reset(seed=0)
+        envs.append(env)
+    return envs
+
+
+def _same_steps(envs: list[GovernedVectorEnv[Any, Any]], actions: list[list[int]]) -> list[dict[str, Any]]:
+    infos = []
+    for a in actions:
+        (_, r1, _, _, i1), (_, r2, _, _, i2) = (env.step(np.array(a)) for env in envs)
+        assert np.array_equal(r1, r2)
+        for key in ("action", "rule", "penalty"):
+            assert np.array_equal(i1["rlguard"][key], i2["rlguard"][key]), key
+        infos.append(i1)
+    return infos
+
+
+_FLAG_BYTES = np.array([2, 0, 1, 255], dtype=np.uint8)
+
+
+def odd_bool_fields(obs: Any, actions: Any) -> dict[str, Any]:
+    # A bool view of bytes other than 0 and 1 (as a view of uint8 bitfields gives): numpy reads them as True.
+    return {"args.flag": np.resize(_FLAG_BYTES, len(obs)).view(np.bool_)}
+
+
+def test_bools_stored_as_other_bytes_than_0_and_1_read_as_true() -> None:
+    policy = "version: 1\ndefault: allow\nrules: [{id: block, when: {args.flag: true}, verdict: deny}]\n"
+    envs = _both(policy, [np.zeros((4, 1))] * 2, odd_bool_fields)
+    assert envs[0].precomputed
+    info = _same_steps(envs, [[0, 1, 2, 0]])[0]
+    assert info["rlguard"]["action"].tolist() == [1, 0, 1, 1]
+
+
+def long_double_fields(obs: Any, actions: Any) -> dict[str, Any]:
+    return {"args.x": np.full(len(obs), 1 + 2**-60, dtype=np.longdouble)}
+
+
+@pytest.mark.skipif(np.dtype(np.longdouble).itemsize <= 8, reason="long double is float64 here")
+def test_long_double_columns_get_no_table() -> None:
+    # The batch evaluator reads them as Python floats (rounded to float64), not in extended precision.
+    policy = "version: 1\ndefault: allow\nrules: [{id: r, when: {args.x: {lte: 1.0}}, verdict: deny}]\n"
+    envs = _both(policy, [np.zeros((2, 1))] * 2, long_double_fields)
+    assert not envs[0].precomputed
+    assert _same_steps(envs, [[0, 1]])[0]["rlguard"]["action"].tolist() == [1, 1]
+
+
+def amount_fields(obs: Any, actions: Any) -> dict[str, Any]:
+    return {"args.amount": obs[:, 0]}
+
+
+def int_amount_fields(obs: Any, actions: Any) -> dict[str, Any]:
+    return {"args.amount": obs[:, 0].astype(np.int64)}
+
+
+@pytest.mark.parametrize("fields", [amount_fields, int_amount_fields])
+def test_a_budget_max_that_float64_rounds_up(fields: Any) -> None:
+    # 2**53 + 3 is 2**53 + 4 in float64: amounts just below it are within the budget.
+    policy = ("version: 1\ndefault: deny\nrules:\n  - {id: spend, when: {tool: '*'}, verdict: deny_if_exceeds,\n"
+              "     budget: {field: args.amount, max: 9007199254740995, per: episode}}\n")
+    obs = [np.array([[2.0**53 + 2], [1.0], [5.0]])] * 3
+    envs = _both(policy, obs, fields)
+    assert envs[0].precomputed == (fields is amount_fields)  # an int amount near such a max: no table
+    infos = _same_steps(envs, [[0, 1, 2], [0, 1, 2]])
+    assert infos[0]["rlguard"]["action"].tolist() == [0, 0, 0]
+
+
+def test_a_rate_max_beyond_int64() -> None:
+    policy = ("version: 1\ndefault: deny\nrules:\n  - {id: calls, when: {tool: '*'}, verdict: deny_if_exceeds,\n"
+              "     rate: {max: 100000000000000000000, per: episode}}\n")
+    envs = _both(policy, [np.zeros((2, 1))] * 3, amount_fields)
+    assert envs[0].precomputed
+    assert _same_steps(envs, [[0, 1], [2, 2]])[1]["rlguard"]["action"].tolist() == [0, 0]
+
+
+class InPlaceVectorEnv(ScriptedVectorEnv):
+    """Writes each step's observation into one buffer (as SyncVectorEnv(copy=False) does)."""
+
+    def reset(self, *, seed: Any = None, options: Any = None) -> tuple[np.ndarray, dict[str, Any]]:
+        self._buffer = self._obs[0].copy()
+        return self._buffer, {}
+
+    def step(self, actions: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
+        out = super().step(actions)
+        self._buffer[:] = out[0]
+        return (self._buffer, *out[1:])  # type: ignore[return-value]
+
+
+def x_fields(obs: Any, actions: Any) -> dict[str, Any]:
+    return {"args.x": obs[:, 0]}
+
+
+@pytest.mark.parametrize("use_table", [True, False])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_evidence_holds_the_values_the_policy_read_when_the_env_reuses_its_buffer(use_table: bool, dtype: Any) -> None:
+    policy = "version: 1\ndefault: allow\nrules: [{id: edge, when: {args.x: {gt: 1.5}}, verdict: deny}]\n"
+    obs = [np.array([[2.0], [0.0]], dtype=dtype), np.array([[7.0], [8.0]], dtype=dtype)]
+    env = GovernedVectorEnv(InPlaceVectorEnv(obs + obs[-1:], [np.zeros(2, dtype=bool)] * 2),
+                            PolicyGate.from_string(policy), ActionSchema(TABLE, fields=x_fields),
+                            on_violation="pass", recorder=RecordsInMemory(), detail="all")
+    if not use_table:
+        env._governor.binding.cells = None
+    env.reset(seed=0)
+    info = env.step(np.array([0, 0]))[4]
+    record = orjson.loads(env._governor.recorder.lines[-1])
+    assert info["rlguard"]["action"].tolist() == record["rows"]["action"] == [1, 0]
+    assert record["rows"]["fields"]["args.x"] == [2, 0]  # not the next observation's 7 and 8
+
+
+class CountingVectorEnv(ScriptedVectorEnv):
+    steps = 0
+
+    def step(self, actions: Any) -> Any:
+        CountingVectorEnv.steps += 1
+        return super().step(actions)
+
+
+def mask_without_values(obs: Any, actions: Any) -> dict[str, Any]:
+    return {"args.x": obs[:, 0], "_args.y": np.ones(len(obs), dtype=bool)} if len(obs) == 2 else {"args.x": obs[:, 0]}
+
+
+@pytest.mark.parametrize("use_table", [True, False])
+def test_a_bad_fields_output_is_refused_before_the_env_steps(use_table: bool) -> None:
+    policy = "version: 1\ndefault: allow\nrules: [{id: edge, when: {args.x: {gt: 1.5}}, verdict: deny}]\n"
+    recorder = RecordsInMemory()
+    env = GovernedVectorEnv(CountingVectorEnv([np.zeros((2, 1))] * 2, [np.zeros(2, dtype=bool)]),
+                            PolicyGate.from_string(policy), ActionSchema(TABLE, fields=mask_without_values),
+                            recorder=recorder, detail="all", on_violation="pass")
+    if not use_table:
+        env._governor.binding.cells = None
+    env.reset(seed=0)
+    CountingVectorEnv.steps = 0
+    with pytest.raises(ValueError, match=r"returned the mask `_args\.y` without `args\.y`"):
+        env.step(np.array([0, 1]))
+    assert CountingVectorEnv.steps == 0 and not recorder.lines
+
+
+def late_y_fields(obs: Any, actions: Any) -> dict[str, Any]:
+    # Built (on 3 sampled rows) without args.y, which the schema declares as never provided.
+    return {"args.x": obs[:, 0]} if len(obs) == 3 else {"args.x": obs[:, 0], "args.y": obs[:, 0]}
+
+
+def test_a_field_the_table_was_not_built_with_is_not_ignored() -> None:
+    policy = ("version: 1\ndefault: allow\n"
+              "rules: [{id: r, when: {args.x: {gt: 9}, args.y: {exists: true}}, verdict: deny}]\n")
+    env = GovernedVectorEnv(ScriptedVectorEnv([np.full((2, 1), 10.0)] * 2, [np.zeros(2, dtype=bool)]),
+                            PolicyGate.from_string(policy),
+                            ActionSchema(TABLE, fields=late_y_fields, missing_ok=("args.y",)), on_violation="pass")
+    env.reset(seed=0)
+    assert env.step(np.array([0, 1]))[4]["rlguard"]["action"].tolist() == [1, 1]

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
+import pytest
 from _wrapper_helpers import RATE_POLICY, cart_schema, gate
 from gymnasium.vector import AutoresetMode, SyncVectorEnv
 
@@ -50,3 +51,25 @@ def test_single_env_records(tmp_path: Path) -> None:
     assert verify_file(sink).ok
     batches = _batch_records(sink)
     assert [b["n"] for b in batches] == [1] * 5 and batches[-1]["counts"]["deny"] == 1
+
+
+class _Counting(gym.Wrapper):  # type: ignore[type-arg]
+    steps = 0
+
+    def step(self, action):  # type: ignore[no-untyped-def]
+        _Counting.steps += 1
+        return self.env.step(action)
+
+
+def test_a_sink_that_fails_stops_the_step_before_the_env_runs_it(tmp_path: Path) -> None:
+    from rlguard.evidence import EvidenceError
+
+    recorder = EvidenceRecorder(sink=tmp_path / "evidence.jsonl")
+    env = GovernedEnv(_Counting(gym.make("CartPole-v1")), gate(RATE_POLICY), cart_schema(), recorder=recorder)
+    env.reset(seed=0)
+    env.step(1)
+    recorder.close()  # a closed sink: the next record fails
+    _Counting.steps = 0
+    with pytest.raises(EvidenceError):
+        env.step(1)
+    assert _Counting.steps == 0  # the action never ran unrecorded
