@@ -175,7 +175,9 @@ class _Column:
         t = self.thresholds
         m = len(t)
         if m == 0:
-            return np.zeros(n, dtype=np.uint8) if present is None else present.view(np.uint8)
+            if present is None:
+                return np.zeros(n, dtype=np.uint8)
+            return np.not_equal(present.view(np.uint8), 0).view(np.uint8)
         if m == 1 and present is None:
             return np.greater(value, t[0]).view(np.uint8)
         # How many thresholds lie below x: one comparison of x with every threshold into a
@@ -233,8 +235,9 @@ class _Limit:
 class CellTable:
     """Verdicts per (action, cell of each column, budget outcomes) for one gate and one action table.
 
-    Build it with `CellTable.build`; `decide` maps a step to table keys, or returns None when the
-    step needs the batch evaluator.
+    Build it with `CellTable.build`; `keys` maps a step to table keys (or None when the step needs
+    the batch evaluator), `consume` records what the allowed rows use of budgets and rates, and
+    the per-key arrays (`allowed`, `action`, `rule`, `penalty`, `verdict`) give the decisions.
     """
 
     def __init__(self, field_names: frozenset[str], columns: tuple[_Column, ...], limits: tuple[_Limit, ...],
