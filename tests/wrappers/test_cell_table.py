@@ -519,3 +519,22 @@ def test_a_field_the_table_was_not_built_with_is_not_ignored() -> None:
                             ActionSchema(TABLE, fields=late_y_fields, missing_ok=("args.y",)), on_violation="pass")
     env.reset(seed=0)
     assert env.step(np.array([0, 1]))[4]["rlguard"]["action"].tolist() == [1, 1]
+
+
+def odd_mask_fields(obs: Any, actions: Any) -> dict[str, Any]:
+    present = np.resize(_FLAG_BYTES, len(obs)).view(np.bool_)  # rows 0, 2, 3 present (bytes 2, 1, 255)
+    return {"args.flag": np.ones(len(obs), dtype=bool), "_args.flag": present,
+            "args.n": (np.arange(len(obs)), present.copy())}
+
+
+@pytest.mark.parametrize("when", [
+    "{args.flag: {exists: true}}",  # a column read only for presence: no thresholds
+    "{args.flag: true}",
+    "{args.n: {gte: 0}}",
+    "{args.n: {in: [0, 3]}}",
+])
+def test_presence_masks_stored_as_other_bytes_than_0_and_1(when: str) -> None:
+    policy = f"version: 1\ndefault: allow\nrules: [{{id: block, when: {when}, verdict: deny}}]\n"
+    envs = _both(policy, [np.zeros((4, 1))] * 2, odd_mask_fields)
+    assert envs[0].precomputed
+    _same_steps(envs, [[0, 1, 2, 0]])
