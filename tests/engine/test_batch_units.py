@@ -367,6 +367,32 @@ def test_counts_rule_ids_and_warnings() -> None:
     assert [v.rule_id for v in result.verdicts()] == ["ok", "ok", "review", None]
 
 
+@pytest.mark.parametrize("derived", [False, True])
+def test_take_is_the_verdict_of_the_rows_taken(derived: bool) -> None:
+    gate = PolicyGate.from_dict({"version": 1, "default": "deny", "rules": [
+        {"id": "log-big", "when": {"args.amount": {"gt": 100}}, "verdict": "warn", "severity": "high"},
+        {"id": "review", "when": {"args.amount": {"gt": 1000}}, "verdict": "require_approval"},
+        {"id": "ok", "when": {"tool": "pay"}, "verdict": "allow"}]})
+    if derived:
+        gate = gate.derive({"version": 1, "default": "allow", "rules": [
+            {"id": "cap", "when": {"args.amount": {"gt": 400}}, "verdict": "deny"},
+            {"id": "log-small", "when": {"args.amount": {"lt": 10}}, "verdict": "warn"}]})
+    vocab = ToolVocabulary(["pay", "other"])
+    batch = ActionBatch(np.array([0, 0, 0, 1, 0]), vocab, {"args.amount": np.array([5, 500, 5000, 1, math.nan])})
+    result = gate.check_batch(batch)
+    rows = np.array([4, 2, 2, 0, 3, 1])
+    taken = result.take(rows)
+    assert len(taken) == len(rows) and taken.rule_ids == result.rule_ids
+    for name in ("action", "allowed", "rule_index", "penalty", "severity", "indeterminate", "warnings", "layer"):
+        assert np.array_equal(getattr(taken, name), getattr(result, name)[rows]), name
+    assert taken.verdicts() == [result.verdict(int(i)) for i in rows]
+    refused = [result.rule_id(int(i)) for i in rows if not result.allowed[i]]
+    assert taken.counts_by_rule() == {rule: refused.count(rule) for rule in set(refused)}
+    assert taken.counts_by_rule() == ({"cap": 4, None: 1} if derived else {"review": 3, None: 1})
+    with pytest.raises(IndexError):
+        taken.verdict(len(rows))
+
+
 # -- rule groups (first_match rules that differ only in their tool) on fully known columns -------------
 
 KNOWN_RESIDUALS: tuple[dict[str, Any], ...] = (
