@@ -280,29 +280,32 @@ class BatchVerdict:
         return f"BatchVerdict(rows={len(self.action)}, {self.counts()})"
 
 
-class TakenBatchVerdict(BatchVerdict):
-    """`BatchVerdict.take`: some rows of a verdict, each array gathered from it on first use."""
+class BatchVerdictView(BatchVerdict):
+    """A batch verdict whose arrays are derived from another's (`base`), each on first use.
 
-    __slots__ = ("_base", "_cache", "_rows")
+    A subclass says how in `_derive(name)`; readers such as recorders touch only some arrays.
+    """
 
-    def __init__(self, base: BatchVerdict, rows: npt.NDArray[np.intp]) -> None:
-        # The parent's slots stay unset: every array below comes from `base`.
+    __slots__ = ("_base", "_cache")
+
+    def __init__(self, base: BatchVerdict, rows: int, allowed: BoolArray) -> None:
+        # The parent's own slots stay unset: every array comes from `base` through `_derive`.
         self._base = base
-        self._rows = rows
         self._cache: dict[str, Any] = {}
         self.policy_digest = base.policy_digest
         self.rule_ids = base.rule_ids
         self.warn_rule_ids = base.warn_rule_ids
         self.layer_offsets = base.layer_offsets
-        self._n = len(rows)
-        self.allowed = base.allowed.take(rows)
+        self._n = rows
+        self.allowed = allowed
+
+    def _derive(self, name: str) -> Any:
+        raise NotImplementedError
 
     def _get(self, name: str) -> Any:
         value = self._cache.get(name)
         if value is None:
-            source = getattr(self._base, name)
-            value = source.take(self._rows, axis=0)
-            self._cache[name] = value
+            value = self._cache[name] = self._derive(name)
         return value
 
     @property
@@ -323,12 +326,7 @@ class TakenBatchVerdict(BatchVerdict):
     @property
     def warnings(self) -> BoolArray:
         """bool (rows, warn rules): the warn rules that fired per row."""
-        value = self._cache.get("warnings")
-        if value is None:
-            # Gathered in the (warn rules, rows) layout the evaluator keeps, then viewed as (rows, warn rules).
-            value = self._base.warnings.T.take(self._rows, axis=1).T
-            self._cache["warnings"] = value
-        return value  # type: ignore[no-any-return]
+        return self._get("warnings")  # type: ignore[no-any-return]
 
     @property
     def layer(self) -> npt.NDArray[np.int8]:
@@ -348,11 +346,27 @@ class TakenBatchVerdict(BatchVerdict):
     def __len__(self) -> int:
         return self._n
 
+    def __repr__(self) -> str:
+        return f"BatchVerdict(rows={self._n}, {self.counts()})"
+
+
+class TakenBatchVerdict(BatchVerdictView):
+    """`BatchVerdict.take`: some rows of a verdict, each array gathered from it on first use."""
+
+    __slots__ = ("_rows",)
+
+    def __init__(self, base: BatchVerdict, rows: npt.NDArray[np.intp]) -> None:
+        super().__init__(base, len(rows), base.allowed.take(rows))
+        self._rows = rows
+
+    def _derive(self, name: str) -> Any:
+        if name == "warnings":
+            # Gathered in the (warn rules, rows) layout the evaluator keeps, then viewed as (rows, warn rules).
+            return self._base.warnings.T.take(self._rows, axis=1).T
+        return getattr(self._base, name).take(self._rows, axis=0)
+
     def verdict(self, i: int) -> Verdict:
         """Row i as a `Verdict` (row ``rows[i]`` of the verdict it was taken from)."""
         if not -self._n <= i < self._n:
             raise IndexError(f"row {i} is out of range for a batch of {self._n}")
         return self._base.verdict(int(self._rows[i]))
-
-    def __repr__(self) -> str:
-        return f"BatchVerdict(rows={self._n}, {self.counts()})"

@@ -14,6 +14,7 @@ import numpy as np
 import numpy.typing as npt
 from gymnasium import spaces
 
+from rlguard.engine.batch_verdict import BatchVerdictView
 from rlguard.reward_shaping.base import StepVerdicts
 from rlguard.wrappers.batching import put_rows, repeat_rows, take_rows
 from rlguard.wrappers.cell_table import rule_offsets
@@ -435,77 +436,29 @@ class Governor:
         return allowed
 
 
-class _UnevaluatedAsAllowed:
-    """A `BatchVerdict` view whose skipped rows read as allowed by the default (for recorders).
+class _UnevaluatedAsAllowed(BatchVerdictView):
+    """A `BatchVerdict` view whose skipped rows read as allowed by the default (for recorders)."""
 
-    Each array is made on first use: a recorder reads only some of them.
-    """
+    __slots__ = ("_keep", "_skip")
 
     def __init__(self, verdict: BatchVerdict, skip: npt.NDArray[np.bool_], keep: npt.NDArray[np.bool_]) -> None:
-        self._verdict = verdict
+        super().__init__(verdict, len(skip), verdict.allowed | skip)
         self._skip = skip
         self._keep = keep
-        self._cache: dict[str, Any] = {}
-        self.rule_ids = verdict.rule_ids
-        self.policy_digest = verdict.policy_digest
-        self.layer_offsets = verdict.layer_offsets
-        self.warn_rule_ids = verdict.warn_rule_ids
 
-    def _get(self, name: str) -> Any:
-        value = self._cache.get(name)
-        if value is None:
-            v, skip, keep = self._verdict, self._skip, self._keep
-            if name == "action":  # allow (0) on skipped rows; a product by the mask keeps the dtype
-                value = np.multiply(v.action, keep, dtype=np.int8)
-            elif name == "allowed":
-                value = v.allowed | skip
-            elif name == "rule_index":
-                value = np.where(skip, np.int16(-1), v.rule_index)
-            elif name == "penalty":
-                value = np.where(skip, np.float32(0.0), v.penalty)
-            elif name == "severity":
-                value = np.multiply(v.severity, keep, dtype=np.int8)
-            elif name == "indeterminate":
-                value = v.indeterminate & keep
-            elif name == "warnings":
-                warnings = np.asarray(v.warnings)
-                value = warnings & keep[:, None] if warnings.ndim == 2 else warnings
-            else:
-                value = getattr(v, name)
-            self._cache[name] = value
-        return value
-
-    @property
-    def action(self) -> npt.NDArray[np.int8]:
-        return self._get("action")  # type: ignore[no-any-return]
-
-    @property
-    def allowed(self) -> npt.NDArray[np.bool_]:
-        return self._get("allowed")  # type: ignore[no-any-return]
-
-    @property
-    def rule_index(self) -> npt.NDArray[np.int16]:
-        return self._get("rule_index")  # type: ignore[no-any-return]
-
-    @property
-    def penalty(self) -> npt.NDArray[np.float32]:
-        return self._get("penalty")  # type: ignore[no-any-return]
-
-    @property
-    def severity(self) -> npt.NDArray[np.int8]:
-        return self._get("severity")  # type: ignore[no-any-return]
-
-    @property
-    def indeterminate(self) -> npt.NDArray[np.bool_]:
-        return self._get("indeterminate")  # type: ignore[no-any-return]
-
-    @property
-    def warnings(self) -> npt.NDArray[np.bool_]:
-        return self._get("warnings")  # type: ignore[no-any-return]
-
-    @property
-    def layer(self) -> npt.NDArray[np.int8]:
-        return self._get("layer")  # type: ignore[no-any-return]
-
-    def __len__(self) -> int:
-        return int(self._verdict.allowed.shape[0])
+    def _derive(self, name: str) -> Any:
+        v, skip, keep = self._base, self._skip, self._keep
+        if name == "action":  # allow (0) on skipped rows; a product by the mask keeps the dtype
+            return np.multiply(v.action, keep, dtype=np.int8)
+        if name == "rule_index":
+            return np.where(skip, np.int16(-1), v.rule_index)
+        if name == "penalty":
+            return np.where(skip, np.float32(0.0), v.penalty)
+        if name == "severity":
+            return np.multiply(v.severity, keep, dtype=np.int8)
+        if name == "indeterminate":
+            return v.indeterminate & keep
+        if name == "warnings":
+            warnings = np.asarray(v.warnings)
+            return warnings & keep[:, None] if warnings.ndim == 2 else warnings
+        return getattr(v, name)
