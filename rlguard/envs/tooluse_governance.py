@@ -8,7 +8,7 @@ from typing import Any
 import numpy.typing as npt
 
 from rlguard.engine.gate import PolicyGate
-from rlguard.envs.tooluse import TOOL_TABLE, action_fields, safe_fallback
+from rlguard.envs.tooluse import SAFE_EQUIVALENT, TOOL_TABLE, action_fields
 from rlguard.wrappers.schema import ActionSchema
 
 #: The policy shipped with ToolUse-v0.
@@ -28,4 +28,5 @@ def tooluse_gate() -> PolicyGate:
 
 def tooluse_schema() -> ActionSchema:
     """ToolUse-v0's actions as tool calls; a blocked call is replaced by its safe equivalent."""
-    return ActionSchema(list(TOOL_TABLE), fields=policy_fields, fallback=safe_fallback, missing_ok=("session",))
+    return ActionSchema(list(TOOL_TABLE), fields=policy_fields, fallback=SAFE_EQUIVALENT.tolist(),
+                        missing_ok=("session",))

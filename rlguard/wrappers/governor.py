@@ -300,6 +300,9 @@ class Governor:
         schema = self.schema
         if schema.noop is not None:
             return schema.noop
+        if schema.fallback_table is not None:  # each action's safe action (actions were checked in range)
+            blocked = np.asarray(take_rows(actions, rows))
+            return schema.fallback_table.take(blocked - schema.start if schema.start else blocked)
         assert schema.fallback is not None
         safe = schema.fallback(take_rows(obs, rows), take_rows(actions, rows))
         if isinstance(self.action_space, (spaces.Dict, spaces.Tuple)):

@@ -92,9 +92,11 @@ class ActionSchema:
     with one value per row, e.g. ``{"args.x": obs[:, 0]}`` (a column is anything an `ActionBatch`
     accepts; its values override the table's for the same field).
 
-    The fallback runs instead of a blocked action: ``noop`` (a table action index) or
-    ``fallback(obs, actions) -> actions``, called with the blocked rows only. The fallback is
-    executed as given, not checked against the policy (it consumes no budget): make it safe.
+    The fallback runs instead of a blocked action: ``noop`` (a table action index),
+    ``fallback(obs, actions) -> actions`` called with the blocked rows only, or, with a table,
+    ``fallback`` as each action's safe action (a list, or a mapping from every action). The
+    fallback is executed as given, not checked against the policy (it consumes no budget): make
+    it safe.
 
     The schema is pickled with the wrapper for async vector envs, so ``fields`` and ``fallback``
     must be module-level functions (not lambdas or closures). ``fields`` is called once when a
@@ -114,7 +116,9 @@ class ActionSchema:
         call: other action spaces: the tool call every action makes.
         fields: ``fields(obs, actions) -> {field name: column}``, vectorized over rows.
         noop: the action index that replaces a blocked action (table schemas only).
-        fallback: ``fallback(obs, actions) -> actions`` for the blocked rows (vectorized).
+        fallback: ``fallback(obs, actions) -> actions`` for the blocked rows (vectorized); or,
+            with a table, the action that replaces each action when blocked: a sequence (one per
+            table entry, in order) or a mapping with every action as a key.
         missing_ok: policy fields the schema legitimately never provides (always missing, so
             rules reading them are Unknown); any other field the policy reads and the schema
             does not provide is an error when a wrapper is built.
@@ -127,7 +131,7 @@ class ActionSchema:
         call: Mapping[str, Any] | None = None,
         fields: FieldsFn | None = None,
         noop: int | None = None,
-        fallback: FallbackFn | None = None,
+        fallback: FallbackFn | Sequence[int] | Mapping[int, int] | None = None,
         missing_ok: Iterable[str] = (),
     ) -> None:
         if (table is None) == (call is None):
@@ -189,17 +193,48 @@ class ActionSchema:
                     f"ActionSchema: `noop={noop!r}` is not an action of the table",
                     f"give an action index in {self.start}..{self.start + len(entries) - 1}",
                 )
+        #: With a table: the safe action of each table entry (the `fallback` sequence or mapping).
+        self.fallback_table: np.ndarray | None = None
         if fallback is not None and not callable(fallback):
-            raise _fail(
-                f"ActionSchema: `fallback` must be a function (obs, actions) -> actions, got `{fallback!r}`",
-                "define the fallback at module level",
-            )
+            if not self.discrete or not isinstance(fallback, (Sequence, Mapping)) or isinstance(fallback, str):
+                raise _fail(
+                    f"ActionSchema: `fallback` must be a function (obs, actions) -> actions, got `{fallback!r}`",
+                    "define the fallback at module level (a table schema may also give a list of safe actions, "
+                    "one per action)",
+                )
+            self.fallback_table = self._safe_actions(fallback)
+            fallback = None
         if isinstance(missing_ok, str):
             missing_ok = (missing_ok,)
         self.fields: FieldsFn | None = fields
         self.noop: int | None = None if noop is None else int(noop)
         self.fallback: FallbackFn | None = fallback
         self.missing_ok: tuple[str, ...] = tuple(missing_ok)
+
+    def _safe_actions(self, given: Sequence[int] | Mapping[int, int]) -> np.ndarray:
+        """`fallback` given per action, as an array over table entries (checked: actions of the table)."""
+        actions = range(self.start, self.start + len(self.entries))
+        if isinstance(given, Mapping):
+            if set(given) != set(actions):
+                raise _fail(
+                    f"ActionSchema: the `fallback` mapping has the keys `{sorted(given)!r}`",
+                    f"give every action {self.start}..{actions[-1]} its safe action",
+                )
+            values = [given[a] for a in actions]
+        else:
+            values = list(given)
+            if len(values) != len(actions):
+                raise _fail(
+                    f"ActionSchema: the `fallback` list has {len(values)} entries for {len(actions)} actions",
+                    "give one safe action per table entry, in order",
+                )
+        for action, safe in zip(actions, values, strict=True):
+            if not isinstance(safe, (int, np.integer)) or isinstance(safe, bool) or safe not in actions:
+                raise _fail(
+                    f"ActionSchema: the `fallback` of action {action} is `{safe!r}`, not an action of the table",
+                    f"give an action index in {self.start}..{actions[-1]}",
+                )
+        return np.array(values, dtype=np.int64)
 
     @property
     def num_actions(self) -> int:
@@ -209,7 +244,7 @@ class ActionSchema:
     @property
     def has_fallback(self) -> bool:
         """Whether the schema says what runs instead of a blocked action."""
-        return self.noop is not None or self.fallback is not None
+        return self.noop is not None or self.fallback is not None or self.fallback_table is not None
 
     def bind(
         self,

@@ -112,6 +112,12 @@ def test_blocking_needs_a_fallback() -> None:
         ({"call": {"tool": "a"}, "noop": 0}, r"`noop=0` needs a table"),
         ({"table": [{"tool": "a"}], "noop": 0, "fallback": cart_fields}, r"give `noop` or `fallback`, not both"),
         ({"table": [{"tool": "a"}], "fields": 3}, r"`fields` must be a function"),
+        ({"table": [{"tool": "a"}, {"tool": "b"}], "fallback": [1]}, r"`fallback` list has 1 entries for 2 actions"),
+        ({"table": [{"tool": "a"}, {"tool": "b"}], "fallback": [1, 2]}, r"`fallback` of action 1 is `2`, not an"),
+        ({"table": [{"tool": "a"}, {"tool": "b"}], "fallback": [1, True]}, r"`fallback` of action 1 is `True`"),
+        ({"table": [{"tool": "a"}, {"tool": "b"}], "fallback": {0: 1}}, r"`fallback` mapping has the keys `\[0\]`"),
+        ({"call": {"tool": "a"}, "fallback": [0]}, r"`fallback` must be a function"),
+        ({"table": [{"tool": "a"}], "fallback": "a"}, r"`fallback` must be a function"),
     ],
 )
 def test_bad_schemas(kwargs: dict[str, Any], message: str) -> None:

@@ -116,6 +116,36 @@ def test_fallback_function() -> None:
     assert info["rlguard"]["blocked"] and info["rlguard"]["executed"] == 0
 
 
+@pytest.mark.parametrize("safe", [[0, 0], {0: 0, 1: 0}])
+def test_fallback_per_action(safe: Any) -> None:
+    env, _ = _near_edge_env(schema={"noop": None, "fallback": safe})
+    _, _, _, _, info = env.step(1)
+    assert info["rlguard"]["blocked"] and info["rlguard"]["executed"] == 0
+
+
+def test_fallback_per_action_in_a_vector_env_with_a_start() -> None:
+    # Discrete(3, start=5): each action's safe action, by action value.
+    table = {5: {"tool": "a"}, 6: {"tool": "b"}, 7: {"tool": "c"}}
+    policy = "version: 1\ndefault: allow\nrules: [{id: no-b, when: {tool: {in: [b, c]}}, verdict: deny}]\n"
+
+    class ThreeActions(gym.Env[Any, Any]):
+        observation_space = gym.spaces.Box(0, 1, (1,))
+        action_space = gym.spaces.Discrete(3, start=5)
+
+        def reset(self, *, seed: Any = None, options: Any = None) -> Any:
+            return np.zeros(1, dtype=np.float32), {}
+
+        def step(self, action: Any) -> Any:
+            return np.zeros(1, dtype=np.float32), 0.0, False, False, {}
+
+    envs = SyncVectorEnv([ThreeActions] * 3)
+    governed = GovernedVectorEnv(envs, gate(policy), ActionSchema(table, fallback={5: 5, 6: 5, 7: 6}))
+    governed.reset(seed=0)
+    info = governed.step(np.array([5, 6, 7]))[4]
+    assert info["rlguard"]["executed"].tolist() == [5, 5, 6]
+    assert info["rlguard"]["blocked"].tolist() == [False, True, True]
+
+
 def test_pass_runs_the_action_and_costs_the_penalty() -> None:
     env, _ = _near_edge_env(on_violation="pass", cost="penalty")
     shadow = copy.deepcopy(env.unwrapped)
