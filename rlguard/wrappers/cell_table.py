@@ -199,12 +199,13 @@ class _Column:
 class _Limit:
     """A budget or rate rule: whether its usage would be exceeded is one more digit of the key."""
 
-    __slots__ = ("budget_field", "namespace", "rule", "weight")
+    __slots__ = ("budget_field", "float_amount", "namespace", "rule", "weight")
 
     def __init__(self, namespace: Hashable, rule: Rule) -> None:
         self.namespace = namespace
         self.rule = rule
         self.budget_field = rule.budget.field.name if rule.budget is not None else None
+        self.float_amount = True  # whether the amount column holds floats (set when the table is built)
         self.weight = 1
 
     def exceeded(self, state: BatchPolicyState, spend: npt.NDArray[np.float64] | None,
@@ -216,6 +217,10 @@ class _Limit:
         rule = self.rule
         if rule.budget is not None:
             assert spend is not None
+            if not self.float_amount:
+                # Usage never exceeds the max (only amounts within it are consumed), and an int64
+                # amount is below 1e19: the sum cannot overflow.
+                return compare_float(used[0] + spend, "gt", rule.budget.max)
             with np.errstate(over="ignore"):  # a float amount near the largest float
                 return compare_float(used[0] + spend, "gt", rule.budget.max)
         assert rule.rate is not None
@@ -320,6 +325,9 @@ class CellTable:
             if column is None:
                 return None
             columns.append(column)
+        kinds = {column.name: column.kind for column in columns}
+        for limit in limits:
+            limit.float_amount = limit.budget_field is not None and kinds[limit.budget_field] == "f"
         size = num_actions * (2 ** len(limits))
         for column in columns:
             size *= column.size
