@@ -46,13 +46,13 @@ class ScriptedVectorEnv(VectorEnv[Any, Any, Any]):
 
     metadata: ClassVar[dict[str, Any]] = {"autoreset_mode": AutoresetMode.NEXT_STEP}
 
-    def __init__(self, obs: list[np.ndarray], ends: list[np.ndarray]) -> None:
+    def __init__(self, obs: list[np.ndarray], ends: list[np.ndarray], num_actions: int = len(TABLE)) -> None:
         self.num_envs = obs[0].shape[0]
         width = obs[0].shape[1]
         self.single_observation_space = spaces.Box(-np.inf, np.inf, (width,), dtype=obs[0].dtype)
-        self.single_action_space = spaces.Discrete(len(TABLE))
+        self.single_action_space = spaces.Discrete(num_actions)
         self.observation_space = spaces.Box(-np.inf, np.inf, (self.num_envs, width), dtype=obs[0].dtype)
-        self.action_space = spaces.MultiDiscrete([len(TABLE)] * self.num_envs)
+        self.action_space = spaces.MultiDiscrete([num_actions] * self.num_envs)
         self._obs, self._ends, self._t = obs, ends, 0
 
     def reset(self, *, seed: Any = None, options: Any = None) -> tuple[np.ndarray, dict[str, Any]]:
