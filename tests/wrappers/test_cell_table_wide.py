@@ -94,8 +94,8 @@ def _policies(draw: st.DrawFn, prefix: str = "r") -> dict[str, Any]:
         if kind in ("limit", "limit+budget"):
             rule.update(verdict="deny_if_exceeds", limit=draw(_condition()))
         if kind in ("budget", "limit+budget"):
-            rule.update(verdict="deny_if_exceeds", budget={
-                "field": "args.amount", "max": draw(st.sampled_from([0, 0.5, 1, 2.5, 250, 10**20, 2**53, 2**53 + 3])), **scope})
+            budget_max = draw(st.sampled_from([0, 0.5, 1, 2.5, 250, 10**20, 2**53, 2**53 + 3]))
+            rule.update(verdict="deny_if_exceeds", budget={"field": "args.amount", "max": budget_max, **scope})
         elif kind == "rate":
             rule.update(verdict="deny_if_exceeds", rate={"max": draw(st.integers(0, 3)), **scope})
         elif kind != "limit":
@@ -117,7 +117,8 @@ _row = st.tuples(
     st.sampled_from(X_VALUES),
     st.sampled_from([-9.0, 0.0, 1.0]),  # args.n present unless -9
     st.sampled_from([-2.0, -1.0, 1.0, 2.0]),  # args.flag: > 0, absent at ±2
-    st.sampled_from([-1.0, -2.0, 0.0, -0.0, 0.25, 0.5, 1.0, 2.0, 2.5, 3.0, 250.0, 251.0, 2.0**53, 2.0**53 + 2, 1e20]),  # -1: absent
+    # args.amount; -1: absent
+    st.sampled_from([-1.0, -2.0, 0.0, -0.0, 0.25, 0.5, 1.0, 2.0, 2.5, 3.0, 250.0, 251.0, 2.0**53, 2.0**53 + 2, 1e20]),
 )
 
 
