@@ -302,6 +302,10 @@ class BatchVerdictView(BatchVerdict):
     def _derive(self, name: str) -> Any:
         raise NotImplementedError
 
+    def verdict(self, i: int) -> Verdict:
+        """Row i as a `Verdict`, where the view can say what it is (subclasses)."""
+        raise NotImplementedError(f"{type(self).__name__} has no Verdict objects; read its arrays")
+
     def _get(self, name: str) -> Any:
         value = self._cache.get(name)
         if value is None:

@@ -38,8 +38,11 @@ class SeverityPenalty(RewardShaper):
 
     @property
     def clean_rows_unchanged(self) -> bool:  # type: ignore[override]
-        """True without a clean bonus: a clean row's reward minus ``scale * 0`` is the reward itself."""
-        return self.clean_bonus == 0
+        """True without a clean bonus: a clean row's reward minus ``scale * 0`` is the reward itself.
+
+        (Only for this class's own shaping: a subclass that overrides ``__call__`` makes no such promise.)
+        """
+        return self.clean_bonus == 0 and type(self).__call__ is SeverityPenalty.__call__
 
     def __call__(self, reward: npt.ArrayLike, verdicts: VerdictArrays, done: npt.ArrayLike | None = None) -> FloatArray:
         r = as_reward(reward)

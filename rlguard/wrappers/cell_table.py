@@ -421,12 +421,12 @@ class CellTable:
 
 
 def column_of(fields: Mapping[str, Any], name: str) -> tuple[Any, Any]:
-    """A fields function's column `name` as (values, presence mask or None): a ``(values, present)``
-    tuple, or values with the mask under ``"_" + name`` (the vector-info convention)."""
+    """A checked fields column `name` as (values, presence mask or None); the schema turns a
+    ``"_" + name`` mask into a ``(values, present)`` pair before the table reads it."""
     value = fields.get(name)
     if value.__class__ is tuple and len(value) == 2:
         return value[0], value[1]
-    return value, fields.get("_" + name)
+    return value, None
 
 
 def _kind(dtype: np.dtype[Any]) -> str | None:

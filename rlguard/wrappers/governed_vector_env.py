@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import numpy.typing as npt
+from gymnasium import spaces
 from gymnasium.core import ActType, ObsType
 from gymnasium.error import ResetNeeded
 from gymnasium.logger import warn
@@ -166,7 +167,11 @@ class GovernedVectorEnv(
         if not self._has_obs:
             raise ResetNeeded("GovernedVectorEnv: call reset() before step()")
         gov = self._governor
-        if actions.__class__ is not np.ndarray and (isinstance(actions, list) or np.isscalar(actions)):
+        if actions.__class__ is not np.ndarray and (
+            isinstance(actions, list)
+            or np.isscalar(actions)
+            or (isinstance(actions, tuple) and not isinstance(self.single_action_space, spaces.Tuple))
+        ):
             actions = np.asarray(actions)  # type: ignore[assignment]
         skip = self._resetting
         decision = gov.evaluate(self._last_obs, actions, skip)

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from rlguard.engine.batch import ActionBatch, BatchVerdict
     from rlguard.engine.batch_state import BatchPolicyState
     from rlguard.engine.gate import PolicyGate
+    from rlguard.engine.verdict import Verdict
 
 OnViolation = Literal["block", "terminate", "pass"]
 CostMode = Literal["violation", "penalty"]
@@ -100,7 +101,8 @@ class Governor:
         if on_violation != "pass" and not schema.has_fallback:
             raise _fail(
                 f"{owner}: on_violation=`{on_violation}` needs a fallback, and the schema has none",
-                "give the schema `noop=<safe action index>` or `fallback=fn(obs, actions) -> actions`, "
+                "give the schema `noop=<safe action index>`, `fallback=[safe action of each action]` or "
+                "`fallback=fn(obs, actions) -> actions`, "
                 'or use on_violation="pass"',
             )
         if not (approval in ("deny", "allow") or callable(approval)):
@@ -154,9 +156,7 @@ class Governor:
                 self._record_mask = "mask" in inspect.signature(recorder.record_batch).parameters
             except (TypeError, ValueError):  # pragma: no cover - a builtin without a signature
                 self._record_mask = False
-            record_policy = getattr(recorder, "record_policy", None)
-            if callable(record_policy):
-                record_policy(gate)
+            self._record_policy()
         self._prepare_policy()
         if schema.fallback is not None and on_violation != "pass":
             self._probe_fallback()
@@ -179,6 +179,13 @@ class Governor:
         if self.binding.stale(self.gate):  # the gate was reloaded with a new policy
             self.binding = self.schema.bind(self.gate, self.action_space, self.observation_space, self.owner)
             self._prepare_policy()
+            self._record_policy()
+
+    def _record_policy(self) -> None:
+        """Record the gate's policy (its rules, for the digest batch records carry), if the recorder can."""
+        record_policy = getattr(self.recorder, "record_policy", None)
+        if callable(record_policy):
+            record_policy(self.gate)
 
     def _probe_fallback(self) -> None:
         from rlguard.wrappers.batching import sample_batch
@@ -197,9 +204,20 @@ class Governor:
         and the record holds the inputs the policy read even if the env reuses its buffers.
         """
         self._check_binding()
-        decision = self._decide(obs, actions, skip)
-        if self.recorder is not None:
-            self._record(decision, skip)
+        if self.recorder is None:
+            decision = self._decide(obs, actions, skip)
+        else:
+            # A step whose evidence cannot be written does not run, so it must not spend budgets
+            # or rates either: its usage is undone.
+            before = self.state.repeat(1) if self.stateful else None
+            decision = self._decide(obs, actions, skip)
+            try:
+                self._record(decision, skip)
+            except BaseException:
+                if before is not None:
+                    self.state.restore(before)
+                raise
+        self.steps += 1
         return decision
 
     def _decide(self, obs: Any, actions: Any, skip: npt.NDArray[np.bool_] | None) -> Decision:
@@ -347,7 +365,6 @@ class Governor:
                 reward = np.where(skip, reward, shaped)
         if self.stateful and np.count_nonzero(done):
             self.state.reset(done)
-        self.steps += 1
         return reward, terminated
 
     def _record(self, decision: Decision, skip: npt.NDArray[np.bool_] | None) -> None:
@@ -465,3 +482,12 @@ class _UnevaluatedAsAllowed(BatchVerdictView):
             warnings = np.asarray(v.warnings)
             return warnings & keep[:, None] if warnings.ndim == 2 else warnings
         return getattr(v, name)
+
+    def verdict(self, i: int) -> Verdict:
+        """Row i's `Verdict`; a row that was not evaluated (a reset step) has none."""
+        if not -self._n <= i < self._n:
+            raise IndexError(f"row {i} is out of range for a batch of {self._n}")
+        if self._skip[i]:
+            raise ValueError(f"row {i} was not evaluated (a reset step under NEXT_STEP autoreset): it has no verdict\n"
+                             "help: read the arrays, where it shows as allowed by the default")
+        return self._base.verdict(i)

@@ -117,8 +117,9 @@ class ActionSchema:
         fields: ``fields(obs, actions) -> {field name: column}``, vectorized over rows.
         noop: the action index that replaces a blocked action (table schemas only).
         fallback: ``fallback(obs, actions) -> actions`` for the blocked rows (vectorized); or,
-            with a table, the action that replaces each action when blocked: a sequence (one per
-            table entry, in order) or a mapping with every action as a key.
+            with a table, the action that replaces each action when blocked: a sequence or 1-D
+            int array (one per table entry, in order) or a mapping with every action as a key
+            (then kept as ``fallback_table``, and ``fallback`` is None).
         missing_ok: policy fields the schema legitimately never provides (always missing, so
             rules reading them are Unknown); any other field the policy reads and the schema
             does not provide is an error when a wrapper is built.
@@ -196,7 +197,13 @@ class ActionSchema:
         #: With a table: the safe action of each table entry (the `fallback` sequence or mapping).
         self.fallback_table: np.ndarray | None = None
         if fallback is not None and not callable(fallback):
-            if not self.discrete or not isinstance(fallback, (Sequence, Mapping)) or isinstance(fallback, str):
+            if isinstance(fallback, np.ndarray) and fallback.ndim == 1:
+                fallback = fallback.tolist()
+            if (
+                not self.discrete
+                or not isinstance(fallback, (Sequence, Mapping))
+                or isinstance(fallback, (str, bytes, bytearray))
+            ):
                 raise _fail(
                     f"ActionSchema: `fallback` must be a function (obs, actions) -> actions, got `{fallback!r}`",
                     "define the fallback at module level (a table schema may also give a list of safe actions, "
@@ -217,7 +224,7 @@ class ActionSchema:
         if isinstance(given, Mapping):
             if set(given) != set(actions):
                 raise _fail(
-                    f"ActionSchema: the `fallback` mapping has the keys `{sorted(given)!r}`",
+                    f"ActionSchema: the `fallback` mapping has the keys `{sorted(given, key=repr)!r}`",
                     f"give every action {self.start}..{actions[-1]} its safe action",
                 )
             values = [given[a] for a in actions]
@@ -279,6 +286,7 @@ class SchemaBinding:
         from rlguard.engine.batch import ToolVocabulary
 
         self.schema = schema
+        self.owner = owner
         self.layers = gate.layers
         self.action_space = action_space
         n = schema.num_actions
@@ -454,7 +462,7 @@ class SchemaBinding:
         idx = self.indices(actions, size) if self.schema.discrete else None
         extra = None
         if self.fields_fn is not None:
-            extra = self._columns(self.fields_fn(obs, actions), size, "the action schema", self.needed)
+            extra = self._columns(self._call_fields(obs, actions, size, self.owner), size, self.owner, self.needed)
         return idx, extra
 
     def indices(self, actions: Any, size: int) -> np.ndarray:

@@ -114,9 +114,14 @@ def test_evaluate_counts_exactly_the_episodes_asked() -> None:
 
 
 def test_safe_fallback_is_never_refused() -> None:
+    from rlguard.envs.tooluse_governance import tooluse_schema
+
     obs = tickets()
+    table = tooluse_schema().fallback_table  # what the governed env runs instead of a refused call
+    assert table is not None
     for a in range(NUM_ACTIONS):
         actions = np.full(len(obs), a)
+        assert np.array_equal(safe_fallback(obs, actions), table[actions])
         assert not reference_violation_mask(obs, safe_fallback(obs, actions)).any()
 
 

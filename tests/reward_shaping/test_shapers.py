@@ -192,3 +192,11 @@ def test_a_severity_penalty_without_bonus_leaves_clean_rows_unchanged_bit_for_bi
     clean = StepVerdicts(np.ones(len(values), dtype=bool), np.zeros(len(values), dtype=np.float32))
     shaped = SeverityPenalty(0.3)(reward, clean)
     assert np.array_equal(shaped.view(np.uint8), reward.astype(shaped.dtype).view(np.uint8))
+
+
+def test_a_subclass_that_shapes_otherwise_makes_no_clean_rows_promise() -> None:
+    class PlusOne(SeverityPenalty):
+        def __call__(self, reward: Any, verdicts: Any, done: Any = None) -> Any:
+            return super().__call__(reward, verdicts, done) + 1.0
+
+    assert not PlusOne(0.3).clean_rows_unchanged

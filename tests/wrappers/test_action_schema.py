@@ -117,6 +117,8 @@ def test_blocking_needs_a_fallback() -> None:
         ({"table": [{"tool": "a"}, {"tool": "b"}], "fallback": [1, True]}, r"`fallback` of action 1 is `True`"),
         ({"table": [{"tool": "a"}, {"tool": "b"}], "fallback": {0: 1}}, r"`fallback` mapping has the keys `\[0\]`"),
         ({"call": {"tool": "a"}, "fallback": [0]}, r"`fallback` must be a function"),
+        ({"table": [{"tool": "a"}, {"tool": "b"}], "fallback": {0: 0, "1": 1}}, r"mapping has the keys `\['1', 0\]`"),
+        ({"table": [{"tool": "a"}, {"tool": "b"}], "fallback": b"\x00\x00"}, r"`fallback` must be a function"),
         ({"table": [{"tool": "a"}], "fallback": "a"}, r"`fallback` must be a function"),
     ],
 )
@@ -160,3 +162,16 @@ def test_schema_and_gate_pickle() -> None:
     assert again.entries == schema.entries and again.fields is cart_fields and again.noop == 0
     g = pickle.loads(pickle.dumps(gate(EDGE_POLICY)))
     assert g.digest == gate(EDGE_POLICY).digest
+
+
+def test_a_fields_function_that_stops_returning_a_mapping_gets_a_clear_error() -> None:
+    calls = {"n": 0}
+
+    def fields(obs: Any, actions: Any) -> Any:
+        calls["n"] += 1
+        return cart_fields(obs, actions) if calls["n"] == 1 else [obs[:, 0]]
+
+    env = GovernedEnv(gym.make("CartPole-v1"), gate(), ActionSchema(PUSH_TABLE, fields=fields, noop=0))
+    env.reset(seed=0)
+    with pytest.raises(ValueError, match=r"GovernedEnv: the schema's fields function returned list, not a mapping"):
+        env.step(1)

@@ -139,11 +139,18 @@ def test_fallback_per_action_in_a_vector_env_with_a_start() -> None:
             return np.zeros(1, dtype=np.float32), 0.0, False, False, {}
 
     envs = SyncVectorEnv([ThreeActions] * 3)
-    governed = GovernedVectorEnv(envs, gate(policy), ActionSchema(table, fallback={5: 5, 6: 5, 7: 6}))
+    governed = GovernedVectorEnv(envs, gate(policy), ActionSchema(table, fallback=np.array([5, 5, 5])))
     governed.reset(seed=0)
     info = governed.step(np.array([5, 6, 7]))[4]
-    assert info["rlguard"]["executed"].tolist() == [5, 5, 6]
+    assert info["rlguard"]["executed"].tolist() == [5, 5, 5]
     assert info["rlguard"]["blocked"].tolist() == [False, True, True]
+
+
+def test_a_vector_env_takes_its_actions_as_a_tuple() -> None:
+    env = GovernedVectorEnv(CartPoleVectorEnv(num_envs=2), gate(), cart_schema())
+    env.reset(seed=0)
+    info = env.step((1, 0))[4]["rlguard"]
+    assert info["executed"].shape == (2,)
 
 
 def test_pass_runs_the_action_and_costs_the_penalty() -> None:
