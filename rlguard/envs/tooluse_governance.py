@@ -28,5 +28,5 @@ def tooluse_gate() -> PolicyGate:
 
 def tooluse_schema() -> ActionSchema:
     """ToolUse-v0's actions as tool calls; a blocked call is replaced by its safe equivalent."""
-    return ActionSchema(list(TOOL_TABLE), fields=policy_fields, fallback=SAFE_EQUIVALENT.tolist(),
+    return ActionSchema(list(TOOL_TABLE), fields=policy_fields, fallback=SAFE_EQUIVALENT,
                         missing_ok=("session",))

@@ -132,7 +132,7 @@ class ActionSchema:
         call: Mapping[str, Any] | None = None,
         fields: FieldsFn | None = None,
         noop: int | None = None,
-        fallback: FallbackFn | Sequence[int] | Mapping[int, int] | None = None,
+        fallback: FallbackFn | Sequence[int] | Mapping[int, int] | np.ndarray | None = None,
         missing_ok: Iterable[str] = (),
     ) -> None:
         if (table is None) == (call is None):
