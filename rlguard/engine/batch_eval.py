@@ -278,12 +278,14 @@ def _run_deny_overrides(plan: LayerPlan, ev: EvalContext, namespace: Hashable, s
 
 # -- the entry point -----------------------------------------------------------------------------
 
-def evaluate_batch(gate: PolicyGate, batch: ActionBatch, state: BatchPolicyState | None = None) -> BatchVerdict:
+def evaluate_batch(gate: PolicyGate, batch: ActionBatch, state: BatchPolicyState | None = None, *,
+                   pending: list[Consumption] | None = None) -> BatchVerdict:
     """Decide every row of `batch` with `gate`'s policy; row i equals ``gate.check`` on row i.
 
     With `state` (one row per sub-env), allowed rows consume their budgets and rates in their
     own row. Without it, stateful rules are Unknown, so they deny (as `reference.decide` without
-    usage).
+    usage). With `pending`, that consumption is appended to it instead, for the caller to apply
+    with ``state.consume(*c)`` once the step goes ahead.
 
     Raises:
         ValueError: `state` has a different number of rows than `batch`.
@@ -333,25 +335,33 @@ def evaluate_batch(gate: PolicyGate, batch: ActionBatch, state: BatchPolicyState
         results.append(_run_layer(plan, ev, namespace, state, now, scalar))
 
     if len(plans) == 1:
-        return _single(plans[0], results[0], gate.digest, invalid, namespaces[0], state, now, n)
-    return _layered(plans, results, gate.digest, invalid, namespaces, state, now, n)
+        return _single(plans[0], results[0], gate.digest, invalid, namespaces[0], state, now, n, pending)
+    return _layered(plans, results, gate.digest, invalid, namespaces, state, now, n, pending)
 
 
 #: Per gate (by id, checked against its layers): plans, namespaces, whether any rule is stateful.
 _gate_cache: dict[int, tuple[Any, list[LayerPlan], list[Hashable], bool]] = {}
 
 
+#: Usage a batch would consume, as the arguments of `BatchPolicyState.consume`, left to the caller
+#: to apply (see `evaluate_batch`'s `pending`).
+Consumption = tuple[Hashable, Rule, BoolArray, FloatArray, float]
+
+
 def _consume(namespace: Hashable, result: _LayerResult, allowed: BoolArray, state: BatchPolicyState | None,
-             now: float) -> None:
+             now: float, pending: list[Consumption] | None) -> None:
     if state is not None:
         for rule, rows, spend in result.consume:
             rows = rows & allowed
             if np.count_nonzero(rows):
-                state.consume(namespace, rule, rows, spend, now)
+                if pending is None:
+                    state.consume(namespace, rule, rows, spend, now)
+                else:
+                    pending.append((namespace, rule, rows, spend, now))
 
 
 def _single(plan: LayerPlan, result: _LayerResult, digest: str, invalid: BoolArray | None, namespace: Hashable,
-            state: BatchPolicyState | None, now: float, n: int) -> BatchVerdict:
+            state: BatchPolicyState | None, now: float, n: int, pending: list[Consumption] | None) -> BatchVerdict:
     """A gate with one layer: `allowed` now (consumption needs it), the other arrays on first use."""
     best = result.best
     if isinstance(best, int):
@@ -362,12 +372,13 @@ def _single(plan: LayerPlan, result: _LayerResult, digest: str, invalid: BoolArr
         allowed = plan.allowed_of.take(np.right_shift(best, 8, dtype=np.intp))
     if invalid is not None:
         allowed &= ~invalid
-    _consume(namespace, result, allowed, state, now)
+    _consume(namespace, result, allowed, state, now, pending)
     return BatchVerdict([plan], digest, allowed, best, result.warns, invalid)
 
 
 def _layered(plans: list[LayerPlan], results: list[_LayerResult], digest: str, invalid: BoolArray | None,
-             namespaces: list[Hashable], state: BatchPolicyState | None, now: float, n: int) -> BatchVerdict:
+             namespaces: list[Hashable], state: BatchPolicyState | None, now: float, n: int,
+             pending: list[Consumption] | None) -> BatchVerdict:
     """The verdict arrays of a derived gate: per row the strictest layer, ties to the earlier."""
     for result in results:
         if isinstance(result.best, int):
@@ -387,7 +398,7 @@ def _layered(plans: list[LayerPlan], results: list[_LayerResult], digest: str, i
     if invalid is not None:
         allowed &= ~invalid
     for namespace, result in zip(namespaces, results, strict=True):
-        _consume(namespace, result, allowed, state, now)
+        _consume(namespace, result, allowed, state, now, pending)
     key = best >> 8
     action = ACTION_OF_STRICT.take(strict)
     indeterminate = (best & 1).astype(bool)

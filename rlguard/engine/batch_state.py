@@ -176,13 +176,6 @@ class BatchPolicyState:
             out._usage[key] = copy
         return out
 
-    def restore(self, snapshot: BatchPolicyState) -> None:
-        """Take `snapshot`'s usage as this state's (a `repeat(1)` copy made earlier): undoes what was
-        consumed since. The snapshot must not be used afterwards."""
-        if not isinstance(snapshot, BatchPolicyState) or snapshot.num_envs != self.num_envs:
-            raise ValueError(f"restore needs a BatchPolicyState of {self.num_envs} rows, got `{snapshot!r}`")
-        self._usage = snapshot._usage
-
     # -- lifecycle ---------------------------------------------------------------------------
     def reset(self, mask: npt.NDArray[np.bool_] | None = None) -> None:
         """Episodes ended in the rows of `mask` (all rows if None): clear their ``per: episode`` usage."""

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import numpy.typing as npt
 
+from rlguard.engine.batch_eval import Consumption
 from rlguard.engine.batch_ops import compare_float
 from rlguard.engine.batch_state import BatchPolicyState
 from rlguard.engine.model import Compare, Rule, iter_compares
@@ -241,7 +242,7 @@ class CellTable:
     """Verdicts per (action, cell of each column, budget outcomes) for one gate and one action table.
 
     Build it with `CellTable.build`; `keys` maps a step to table keys (or None when the step needs
-    the batch evaluator), `consume` records what the allowed rows use of budgets and rates, and
+    the batch evaluator), `consumption` says what the allowed rows use of budgets and rates, and
     the per-key arrays (`allowed`, `action`, `rule`, `penalty`, `verdict`) give the decisions.
     """
 
@@ -411,13 +412,15 @@ class CellTable:
                     key += np.multiply(over, limit.weight, dtype=np.intp)
         return key, spends
 
-    def consume(self, state: BatchPolicyState, key: IntpArray, spends: list[npt.NDArray[np.float64]],
-                now: float) -> None:
-        """Record the usage of the rows the table says consume (allowed actions under a budget or rate rule)."""
+    def consumption(self, key: IntpArray, spends: list[npt.NDArray[np.float64]], now: float) -> list[Consumption]:
+        """What the rows of `key` consume (allowed actions under a budget or rate rule), as the
+        arguments of `BatchPolicyState.consume`."""
+        out: list[Consumption] = []
         for limit, consumed, spend in zip(self.limits, self.consumed, spends, strict=True):
             rows = consumed.take(key)
             if np.count_nonzero(rows):
-                state.consume(limit.namespace, limit.rule, rows, spend, now)
+                out.append((limit.namespace, limit.rule, rows, spend, now))
+        return out
 
 
 def column_of(fields: Mapping[str, Any], name: str) -> tuple[Any, Any]:

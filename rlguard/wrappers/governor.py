@@ -14,6 +14,7 @@ import numpy as np
 import numpy.typing as npt
 from gymnasium import spaces
 
+from rlguard.engine.batch_eval import Consumption, evaluate_batch
 from rlguard.engine.batch_verdict import BatchVerdictView
 from rlguard.reward_shaping.base import StepVerdicts
 from rlguard.wrappers.batching import put_rows, repeat_rows, take_rows
@@ -204,23 +205,20 @@ class Governor:
         and the record holds the inputs the policy read even if the env reuses its buffers.
         """
         self._check_binding()
-        if self.recorder is None:
-            decision = self._decide(obs, actions, skip)
-        else:
-            # A step whose evidence cannot be written does not run, so it must not spend budgets
-            # or rates either: its usage is undone.
-            before = self.state.repeat(1) if self.stateful else None
-            decision = self._decide(obs, actions, skip)
-            try:
-                self._record(decision, skip)
-            except BaseException:
-                if before is not None:
-                    self.state.restore(before)
-                raise
+        pending: list[Consumption] = []
+        decision = self._decide(obs, actions, skip, pending)
+        if self.recorder is not None:
+            self._record(decision, skip)
+        # Budgets and rates are spent only once the step goes ahead: a step whose evidence cannot
+        # be written does not run, and spends nothing.
+        for consumption in pending:
+            self.state.consume(*consumption)
         self.steps += 1
         return decision
 
-    def _decide(self, obs: Any, actions: Any, skip: npt.NDArray[np.bool_] | None) -> Decision:
+    def _decide(self, obs: Any, actions: Any, skip: npt.NDArray[np.bool_] | None,
+                pending: list[Consumption]) -> Decision:
+        """The step's decision; the usage it consumes is appended to `pending`, not applied."""
         n = self.num_rows
         binding = self.binding
         idx, extra = binding.step_inputs(obs, actions, n)
@@ -240,7 +238,7 @@ class Governor:
             if skip is not None:
                 np.putmask(key, skip, cells.rows)
             if cells.stateful:
-                cells.consume(self.state, key, spends, now)
+                pending.extend(cells.consumption(key, spends, now))
             # The batch and the verdict object are read by recorders and approvers only.
             batch = binding.assemble(idx, extra, n) if self.recorder is not None else None
             verdict = cells.verdict.take(key) if self.recorder is not None or self.approval != "deny" else None
@@ -254,7 +252,7 @@ class Governor:
             # A row that must not be evaluated is only kept from consuming: with a stateless policy
             # evaluating it has no effect at all (its outputs are dropped below).
             batch = binding.assemble(idx, extra, n, skip if self.stateful else None)
-            verdict = self.gate.check_batch(batch, self.state)
+            verdict = evaluate_batch(self.gate, batch, self.state, pending=pending)
             rule = verdict.rule_index
             if self._layer_offsets is not None:
                 rule = np.where(rule < 0, np.int16(-1), self._layer_offsets[verdict.layer] + rule).astype(np.int16)
