@@ -254,16 +254,8 @@ class CellTable:
         self.columns = columns
         self.limits = limits
         self.num_actions = num_actions
-        # Key digits, most significant first: the action, each column's cell, each limit's outcome.
-        w = 1
-        for limit in reversed(limits):
-            limit.weight = w
-            w *= 2
-        for column in reversed(columns):
-            column.weight = w
-            w *= column.size
-        self.cells = w  # the weight of the action index
-        self.rows = num_actions * w
+        self.cells = _assign_weights(columns, limits)  # the weight of the action index
+        self.rows = num_actions * self.cells
         #: The evaluated table (one row per key) and a row standing for rows that were not
         #: evaluated (key `rows`, see below), which recorders are told to leave out.
         self.verdict = verdict
@@ -329,10 +321,7 @@ class CellTable:
         kinds = {column.name: column.kind for column in columns}
         for limit in limits:
             limit.float_amount = limit.budget_field is not None and kinds[limit.budget_field] == "f"
-        size = num_actions * (2 ** len(limits))
-        for column in columns:
-            size *= column.size
-        if size > MAX_CELLS:
+        if num_actions * _assign_weights(columns, limits) > MAX_CELLS:
             return None
         return cls._evaluate(gate, frozenset(probe), tuple(columns), tuple(limits), num_actions, make_batch,
                              rule_offsets)
@@ -341,27 +330,22 @@ class CellTable:
     def _evaluate(cls, gate: PolicyGate, field_names: frozenset[str], columns: tuple[_Column, ...],
                   limits: tuple[_Limit, ...], num_actions: int, make_batch: MakeBatch,
                   rule_offsets: npt.NDArray[np.int16] | None) -> CellTable:
-        sizes = [c.size for c in columns] + [2] * len(limits)
-        cells = int(np.prod(sizes)) if sizes else 1
+        cells = _assign_weights(columns, limits)
         rows = num_actions * cells
-        # Row r: action r // cells, then the digits of r % cells (one per column, then one per
-        # limit), most significant first; row `rows` repeats row 0 (the stand-in for skipped rows).
+        # Row r: action r // cells, then the digit of each column and limit in r % cells (see
+        # `_assign_weights`); row `rows` repeats row 0 (the stand-in for skipped rows).
         index = np.arange(rows + 1, dtype=np.intp) % rows
-        digits = []
         rest = index % cells
-        weight = cells
-        for size in sizes:
-            weight //= size
-            digits.append((rest // weight) % size)
         fields: dict[str, Any] = {}
-        for column, digit in zip(columns, digits, strict=False):
+        for column in columns:
+            digit = (rest // column.weight) % column.size
             values, present = column.representatives()
             fields[column.name] = (values[digit], present[digit]) if column.masked else values[digit]
         batch = make_batch(index // cells, fields, rows + 1)
         state = BatchPolicyState(rows + 1)
         before = []
-        for limit, digit in zip(limits, digits[len(columns):], strict=True):
-            limit.force(state, digit.astype(np.bool_))
+        for limit in limits:
+            limit.force(state, ((rest // limit.weight) % 2).astype(np.bool_))
             before.append(state.usage_arrays(limit.namespace, limit.rule)[1].copy())
         verdict = gate.check_batch(batch, state if limits else None)
         consumed = tuple(
@@ -421,6 +405,21 @@ class CellTable:
             if np.count_nonzero(rows):
                 out.append((limit.namespace, limit.rule, rows, spend, now))
         return out
+
+
+def _assign_weights(columns: tuple[_Column, ...] | list[_Column], limits: tuple[_Limit, ...] | list[_Limit]) -> int:
+    """Give each column and limit its digit's weight in a key; returns the action's weight.
+
+    Key digits, most significant first: the action, each column's cell, each limit's outcome.
+    """
+    w = 1
+    for limit in reversed(limits):
+        limit.weight = w
+        w *= 2
+    for column in reversed(columns):
+        column.weight = w
+        w *= column.size
+    return w
 
 
 def column_of(fields: Mapping[str, Any], name: str) -> tuple[Any, Any]:

@@ -370,11 +370,8 @@ class SchemaBinding:
         self.cells: CellTable | None = None
         if schema.discrete:
             self.cells = CellTable.build(
-                gate, {f: v for f, v in probed.items() if f in self.needed}, n, self._cell_batch, rule_offsets(gate)
+                gate, {f: v for f, v in probed.items() if f in self.needed}, n, self.assemble, rule_offsets(gate)
             )
-
-    def _cell_batch(self, idx: np.ndarray, columns: dict[str, Any], size: int) -> ActionBatch:
-        return self.assemble(idx, columns, size)
 
     def _call_fields(self, obs: Any, actions: Any, rows: int, owner: str) -> Mapping[str, Any]:
         assert self.fields_fn is not None
