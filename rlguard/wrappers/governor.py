@@ -430,7 +430,7 @@ class Governor:
         idx, extra = binding.step_inputs(obs_rep, acts, rows * n)
         cells = binding.cells
         if cells is not None:
-            # The cell table reads the copied usage without consuming (it consumes only in `evaluate`).
+            # Keys read the copied usage; nothing is consumed (only `evaluate` applies consumption).
             assert idx is not None
             now = self.state.clock() if cells.stateful else 0.0
             found = cells.keys(idx, extra, rows * n, state, now)
