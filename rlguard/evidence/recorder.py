@@ -22,7 +22,7 @@ import orjson
 
 from rlguard.engine.context import ActionContext
 from rlguard.engine.verdict import Verdict
-from rlguard.evidence.batchrecord import DETAILS, batch_record
+from rlguard.evidence.batchrecord import DETAILS, batch_pieces
 from rlguard.evidence.chain import CANONICAL, FORMAT_VERSION, seal
 from rlguard.evidence.clock import UtcClock
 from rlguard.evidence.errors import EvidenceError
@@ -356,7 +356,25 @@ class EvidenceRecorder:
             except (AttributeError, TypeError):
                 raise TypeError(f"`step` must be an int, got {type(step).__name__}") from None
         rows = None if mask is None else np.asarray(mask, dtype=np.bool_)
-        self._append(batch_record(batch, verdicts, step=int(step), detail=detail, redactor=self._redactor, mask=rows))
+        head, middle, tail, end = batch_pieces(batch, verdicts, step=int(step), detail=detail,
+                                               redactor=self._redactor, mask=rows)
+        lock = self._lock
+        lock.acquire()
+        try:
+            if self._broken is not None:
+                raise EvidenceError(self._broken)
+            ns = _time_ns()
+            us = ns // 1000
+            ms = us // 1000
+            ts = self._ts_prefix if ms == self._ts_ms else self._tick(ms)
+            seq = self._last_seq + 1
+            core = b"".join((head, self._prev, middle, b"%d" % seq, tail, ts, _DIGITS3[us % 1000], b'Z"', end))
+            digest = _sha256(core)
+            digest.update(b"}")
+            prev = digest.hexdigest().encode()
+            self._commit(b"".join((core, b',"hash":"', prev, b'"}\n')), seq, prev, ns)
+        finally:
+            lock.release()
 
     def record_policy(self, policy: Any) -> None:
         """Append a ``policy`` record (digest, and each rule's id, verdict, severity and tags) once per digest.
