@@ -158,6 +158,7 @@ class Governor:
             except (TypeError, ValueError):  # pragma: no cover - a builtin without a signature
                 self._record_mask = False
             self._record_policy()
+        self._safe_by_key: dict[np.dtype[Any], npt.NDArray[Any]] = {}
         self._prepare_policy()
         if schema.fallback is not None and on_violation != "pass":
             self._probe_fallback()
@@ -291,9 +292,34 @@ class Governor:
             blocked = np.zeros(n, dtype=np.bool_)
             return Decision(batch, verdict, rule, action, refused, blocked, actions, penalty, False, allowed, True,
                             keep)
+        if found is not None and actions.__class__ is np.ndarray:
+            executed = self._substitute_by_key(actions, allowed, found[0])
+            if executed is not None:
+                return Decision(batch, verdict, rule, action, refused, refused, executed, penalty, True, allowed,
+                                True, keep)
         rows = np.flatnonzero(refused)
         executed = put_rows(actions, rows, self._run_fallback(obs, actions, rows))
         return Decision(batch, verdict, rule, action, refused, refused, executed, penalty, True, allowed, True, keep)
+
+    def _substitute_by_key(self, actions: npt.NDArray[Any], allowed: npt.NDArray[np.bool_],
+                           key: npt.NDArray[np.intp]) -> npt.NDArray[Any] | None:
+        """The actions with each refused one replaced by its safe action, read off the cell table's
+        keys (a safe action that depends on the action only: ``noop`` or a ``fallback`` table); None
+        when the fallback is a function."""
+        schema = self.schema
+        if schema.noop is not None:
+            return np.where(allowed, actions, np.asarray(schema.noop, dtype=actions.dtype))
+        if schema.fallback_table is None:
+            return None
+        cells = self.binding.cells
+        assert cells is not None
+        safe = self._safe_by_key.get(actions.dtype)
+        if safe is None or len(safe) != cells.rows + 1:
+            # Per key: the safe action of the key's action (the "not evaluated" key: action 0's).
+            safe = np.append(np.repeat(schema.fallback_table, cells.cells), schema.fallback_table[0])
+            safe = safe.astype(actions.dtype)
+            self._safe_by_key = {actions.dtype: safe}
+        return np.where(allowed, actions, safe.take(key))
 
     def _warn_totals(self, verdict: BatchVerdict, rows: npt.NDArray[np.intp]) -> npt.NDArray[np.float32]:
         fired = np.asarray(verdict.warnings)[rows]
@@ -318,7 +344,9 @@ class Governor:
             return schema.noop
         if schema.fallback_table is not None:  # each action's safe action (actions were checked in range)
             blocked = np.asarray(take_rows(actions, rows))
-            return schema.fallback_table.take(blocked - schema.start if schema.start else blocked)
+            # (in int64: a narrow action dtype minus the start could wrap around)
+            return schema.fallback_table.take(np.subtract(blocked, np.int64(schema.start), dtype=np.int64)
+                                              if schema.start else blocked)
         assert schema.fallback is not None
         safe = schema.fallback(take_rows(obs, rows), take_rows(actions, rows))
         if isinstance(self.action_space, (spaces.Dict, spaces.Tuple)):
@@ -352,15 +380,18 @@ class Governor:
             terminated = terminated | decision.blocked
         done = terminated | truncated
         self.done = done
-        if self.shaper is not None:
+        # (Read each step: a shaper's settings may change between steps.)
+        unchanged = self.shaper is not None and getattr(self.shaper, "clean_rows_unchanged", False) is True
+        if self.shaper is not None and not (
+            # A step with no refusal and no penalty leaves such a shaper's float rewards as they are.
+            unchanged and not decision.any_refused and reward.__class__ is np.ndarray and reward.dtype.kind == "f"
+            and not np.count_nonzero(decision.penalty)
+        ):
             verdicts = StepVerdicts(decision.allowed, decision.penalty)
             shaped = self.shaper(reward, verdicts, done)
             # Rows not evaluated read as allowed with penalty 0: a shaper that leaves such rows
             # unchanged needs no masking.
-            if skip is None or getattr(self.shaper, "clean_rows_unchanged", False) is True:
-                reward = shaped
-            else:
-                reward = np.where(skip, reward, shaped)
+            reward = shaped if skip is None or unchanged else np.where(skip, reward, shaped)
         if self.stateful and np.count_nonzero(done):
             self.state.reset(done)
         return reward, terminated

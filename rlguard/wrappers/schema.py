@@ -434,16 +434,28 @@ class SchemaBinding:
                 f"Discrete actions must be integers, got an array of dtype `{actions.dtype}`",
                 "pass the actions as an int array (e.g. the output of action_space.sample())",
             )
-        idx = actions if self.start == 0 else actions - self.start
-        # One comparison checks both bounds: as unsigned, negative indices are huge.
-        unsigned = idx.view(_UNSIGNED[idx.dtype.itemsize]) if kind == "i" else idx
-        if unsigned.size and unsigned.max() >= self.num_actions:
-            bad = actions[(idx < 0) | (idx >= self.num_actions)]
-            raise _fail(
-                f"an action is outside the action space: `{bad[:5].tolist()!r}`",
-                f"actions are indices {self.start}..{self.start + self.num_actions - 1}",
-            )
+        start, stop = self.start, self.start + self.num_actions
+        if start == 0:
+            # One comparison checks both bounds: as unsigned, negative indices are huge.
+            unsigned = actions.view(_UNSIGNED[actions.dtype.itemsize]) if kind == "i" else actions
+            if unsigned.size and np.maximum.reduce(unsigned, axis=None) >= stop:
+                raise self._outside(actions)
+            return actions
+        # The actions themselves against the bounds, as Python ints (exact whatever the dtype),
+        # then the index in int64: `actions - start` in a narrow dtype could wrap around.
+        if actions.size and (int(np.minimum.reduce(actions, axis=None)) < start
+                             or int(np.maximum.reduce(actions, axis=None)) >= stop):
+            raise self._outside(actions)
+        idx: np.ndarray = np.subtract(actions, np.int64(start), dtype=np.int64)
         return idx
+
+    def _outside(self, actions: np.ndarray) -> ValueError:
+        start, stop = self.start, self.start + self.num_actions
+        bad = [a for a in actions.reshape(-1).tolist() if not start <= a < stop]
+        return _fail(
+            f"an action is outside the action space: `{bad[:5]!r}`",
+            f"actions are indices {start}..{stop - 1}",
+        )
 
     def batch(self, obs: Any, actions: Any, size: int, skip: np.ndarray | None = None) -> ActionBatch:
         """The `ActionBatch` of `size` rows for these observations and actions.
