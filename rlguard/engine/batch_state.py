@@ -123,14 +123,23 @@ class BatchPolicyState:
         self.num_envs = int(num_envs)
         self.clock = clock
         self._usage: dict[Hashable, _Usage] = {}
+        # (namespace, id(rule)) -> (rule, its usage): skips hashing the rule's budget or rate on
+        # every step; the rule is kept so that its id is not reused while cached.
+        self._by_rule: dict[tuple[Hashable, int], tuple[Rule, _Usage]] = {}
 
     # -- used by the batch evaluator ---------------------------------------------------------
     def _get(self, namespace: Hashable, rule: Rule) -> _Usage:
+        cached = self._by_rule.get((namespace, id(rule)))
+        if cached is not None and cached[0] is rule:
+            return cached[1]
         key = rule_key(namespace, rule)
         usage = self._usage.get(key)
         if usage is None:
             scope, window = rule_scope(rule)
             usage = self._usage[key] = _Usage(scope, window, self.num_envs)
+        if len(self._by_rule) >= 256:
+            self._by_rule.clear()
+        self._by_rule[(namespace, id(rule))] = (rule, usage)
         return usage
 
     def rule_usage(self, namespace: Hashable, rule: Rule, now: float) -> tuple[FloatArray, CountArray]:

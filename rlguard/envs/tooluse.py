@@ -182,8 +182,8 @@ def reward(obs: npt.ArrayLike, actions: npt.ArrayLike) -> npt.NDArray[np.float64
 def requested_cents(obs: npt.ArrayLike) -> ActArray:
     """Returns the refund each ticket requests, in whole cents (0 for tickets that are not refunds)."""
     o = np.asarray(obs).reshape(-1, len(OBS_FEATURES))
-    amount = o[:, _AMOUNT].astype(np.float64)  # the one column, in float64 before scaling
-    return np.rint(amount * MAX_REQUEST_CENTS, out=amount).astype(np.int64)
+    amount: npt.NDArray[np.float64] = np.multiply(o[:, _AMOUNT], MAX_REQUEST_CENTS, dtype=np.float64)
+    return np.rint(amount, out=amount).astype(np.int64)
 
 
 def action_fields(obs: npt.ArrayLike, actions: npt.ArrayLike) -> dict[str, npt.NDArray[Any]]:

@@ -16,9 +16,15 @@ POLICY_PATH = Path(__file__).resolve().parent / "policies" / "tooluse.yaml"
 
 
 def policy_fields(obs: npt.ArrayLike, actions: npt.ArrayLike) -> dict[str, Any]:
-    """The ticket-dependent fields as `ActionBatch` columns: ``(values, present)`` per field."""
+    """The ticket-dependent fields as `ActionBatch` columns: ``(values, present)`` for a field some
+    rows lack, the values alone for one every row has (``context.approved``)."""
     fields = action_fields(obs, actions)
-    return {key: (values, fields["_" + key]) for key, values in fields.items() if not key.startswith("_")}
+    return {key: values if key in _EVERY_ROW else (values, fields["_" + key])
+            for key, values in fields.items() if not key.startswith("_")}
+
+
+#: The fields `action_fields` gives every row (their masks are all True).
+_EVERY_ROW = frozenset({"context.approved"})
 
 
 def tooluse_gate() -> PolicyGate:

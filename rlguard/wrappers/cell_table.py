@@ -12,9 +12,9 @@ table evaluates one representative row per combination with the batch evaluator 
 comparisons per column, one usage check per budget or rate rule, a key, and lookups.
 
 Nothing here decides on its own: every verdict comes from `PolicyGate.check_batch` on a row with
-the same action, a value in the same cell and the same budget outcome. Rows the cells cannot
-stand for (a NaN or infinite float, which the policy reads as Unknown) or columns of another
-kind than the table was built for send the whole step to the batch evaluator.
+the same action, a value in the same cell and the same budget outcome. NaN and infinite floats,
+which the policy reads as Unknown, have cells of their own. Columns of another dtype than the
+table was built for send the whole step to the batch evaluator.
 ``tests/wrappers/test_cell_table.py`` checks the steps against ``gate.check``, row for row.
 """
 
@@ -28,7 +28,6 @@ import numpy as np
 import numpy.typing as npt
 
 from rlguard.engine.batch_eval import Consumption
-from rlguard.engine.batch_ops import compare_float
 from rlguard.engine.batch_state import BatchPolicyState
 from rlguard.engine.model import Compare, Rule, iter_compares
 
@@ -111,34 +110,41 @@ def int_thresholds(compares: list[Compare], extra: tuple[int, ...] = ()) -> list
 
 
 class _Column:
-    """One column of the fields function that the table reads: its kind, thresholds and place in the key.
+    """One column of the fields function that the table reads: its dtype, thresholds and place in the key.
 
-    A row's digit is its cell: how many thresholds lie below its value (for bools, the value).
-    With a presence mask, present rows add `values` (the number of cells), so every digit below
-    `values` stands for a missing value, whatever the row holds there.
+    A row's digit is its cell: how many thresholds lie below its value (for bools, the value). The
+    thresholds are in the column's own dtype, so a step compares without casting. A float column's
+    thresholds start with -inf and end with the dtype's largest float: digit 0 is NaN or -inf and
+    the last digit +inf (values the policy reads as Unknown, each evaluated as such). With a
+    presence mask, present rows add `values` (the number of cells), so every digit below `values`
+    stands for a missing value, whatever the row holds there.
     """
 
-    __slots__ = ("kind", "masked", "name", "size", "thresholds", "values", "weight")
+    __slots__ = ("dtype", "kind", "masked", "name", "size", "thresholds", "values", "weight")
 
-    def __init__(self, name: str, kind: str, masked: bool, thresholds: npt.NDArray[Any]) -> None:
+    def __init__(self, name: str, kind: str, masked: bool, thresholds: npt.NDArray[Any], dtype: np.dtype[Any]) -> None:
         self.name = name
         self.kind = kind  # "f" float, "i" int, "b" bool
         self.masked = masked
         self.thresholds = thresholds
+        self.dtype = dtype
         self.values = 2 if kind == "b" else len(thresholds) + 1
         self.size = 2 * self.values if masked else self.values
         self.weight = 1
 
     def representatives(self) -> tuple[npt.NDArray[Any], npt.NDArray[np.bool_]]:
-        """For each digit, a value inside its cell (the threshold above it, or just past the last
-        one), and whether it is present."""
+        """For each digit, a value of the column's dtype inside its cell, and whether it is present."""
         t = self.thresholds
         if self.kind == "b":
             values: npt.NDArray[Any] = np.array([False, True])
         elif self.kind == "i":
-            values = np.append(t, t[-1] + 1).astype(np.int64) if len(t) else np.zeros(1, dtype=np.int64)
+            # digit k < len(t): t[k] itself (k thresholds below it); the last: just past t[-1]
+            values = np.append(t, t[-1] + 1) if len(t) else np.zeros(1, dtype=self.dtype)
         else:
-            values = np.append(t, np.nextafter(t[-1], math.inf)) if len(t) else np.zeros(1)
+            inner = t[1:-1]  # between the guards -inf and the largest float
+            top = np.nextafter(inner[-1], self.dtype.type(math.inf)) if len(inner) else self.dtype.type(0)
+            values = np.concatenate([[math.nan], inner, [top, math.inf]])
+        values = values.astype(self.dtype)
         present = np.ones(len(values), dtype=np.bool_)
         if self.masked:
             values = np.concatenate([values, values])
@@ -146,7 +152,7 @@ class _Column:
         return values, present
 
     def digits(self, fields: Mapping[str, Any], n: int, buffers: dict[tuple[str, int], npt.NDArray[np.bool_]]) -> Any:
-        """Each row's digit (uint8 or uint16), or None when the column is not of the kind the table is for."""
+        """Each row's digit (uint8 or uint16), or None when the column is not of the dtype the table is for."""
         value, present = column_of(fields, self.name)
         if (present is not None) != self.masked:
             return None
@@ -154,25 +160,18 @@ class _Column:
             present.__class__ is not np.ndarray or present.dtype != np.bool_ or present.shape != (n,)
         ):
             return None
-        if value.__class__ is not np.ndarray or value.shape != (n,):
-            return None
-        kind = _kind(value.dtype)
-        if kind != self.kind:
+        if value.__class__ is not np.ndarray or value.shape != (n,) or value.dtype != self.dtype:
             return None
         # (A bool array can hold bytes other than 0 and 1, e.g. a view of uint8 data; numpy reads
         # any nonzero byte as True, and so do the digits below.)
         if self.kind == "b":
-            digit = np.not_equal(value.view(np.uint8), 0).view(np.uint8)
             if present is None:
-                return digit
-            return np.add(digit, np.multiply(np.not_equal(present.view(np.uint8), 0), 2, dtype=np.uint8),
-                          dtype=np.uint8)
-        if kind == "f":
-            finite = np.isfinite(value)
-            if present is not None:
-                finite |= ~present
-            if not finite.all():  # NaN or inf: Unknown to the policy, not a cell
-                return None
+                return np.not_equal(value.view(np.uint8), 0).view(np.uint8)
+            # value + 2 * present: one row of the value and two of the presence, summed
+            both = _buffer(buffers, self.name, 3, n)
+            np.not_equal(value.view(np.uint8), 0, out=both[0])
+            np.not_equal(present.view(np.uint8), 0, out=both[1:])
+            return np.add.reduce(both.view(np.uint8), axis=0, dtype=np.uint8)
         t = self.thresholds
         m = len(t)
         if m == 0:
@@ -186,21 +185,41 @@ class _Column:
         # (np.searchsorted), whose mispredictions cost several times more here. With a mask,
         # `values` more rows of the buffer hold the presence.
         height = m if present is None else m + self.values
-        below = buffers.get((self.name, n))
-        if below is None:
-            if len(buffers) >= 32:
-                buffers.clear()
-            below = buffers[(self.name, n)] = np.empty((height, n), dtype=np.bool_)
+        below = _buffer(buffers, self.name, height, n)
         np.less(t[:, None], value, out=below[:m])
         if present is not None:
             np.not_equal(present.view(np.uint8), 0, out=below[m:])
         return np.add.reduce(below.view(np.uint8), axis=0, dtype=np.uint8 if height < 255 else np.uint16)
 
 
+def _buffer(buffers: dict[tuple[str, int], npt.NDArray[np.bool_]], name: str, height: int,
+            n: int) -> npt.NDArray[np.bool_]:
+    """A reusable (height, n) bool buffer for column `name`'s comparisons."""
+    below = buffers.get((name, n))
+    if below is None:
+        if len(buffers) >= 32:
+            buffers.clear()
+        below = buffers[(name, n)] = np.empty((height, n), dtype=np.bool_)
+    return below
+
+
+def _greater_than(bound: int | float) -> tuple[np.ufunc, float]:
+    """(ufunc, t) such that ``ufunc(x, t)`` is ``x > bound`` for float64 x, exactly as
+    `rlguard.engine.batch_ops.compare_float` computes it (once per rule, not per step)."""
+    if isinstance(bound, float):
+        return np.greater, bound
+    try:
+        t = float(bound)
+    except OverflowError:  # beyond every finite float64
+        t = math.inf if bound > 0 else -math.inf
+    # No float64 lies strictly between `bound` and its rounding `t`.
+    return (np.greater_equal if t > bound else np.greater), t
+
+
 class _Limit:
     """A budget or rate rule: whether its usage would be exceeded is one more digit of the key."""
 
-    __slots__ = ("budget_field", "float_amount", "namespace", "rule", "weight")
+    __slots__ = ("_over", "budget_field", "float_amount", "namespace", "rule", "weight")
 
     def __init__(self, namespace: Hashable, rule: Rule) -> None:
         self.namespace = namespace
@@ -208,6 +227,7 @@ class _Limit:
         self.budget_field = rule.budget.field.name if rule.budget is not None else None
         self.float_amount = True  # whether the amount column holds floats (set when the table is built)
         self.weight = 1
+        self._over = _greater_than(rule.budget.max) if rule.budget is not None else None
 
     def exceeded(self, state: BatchPolicyState, spend: npt.NDArray[np.float64] | None,
                  now: float) -> npt.NDArray[np.bool_]:
@@ -216,14 +236,15 @@ class _Limit:
         get one verdict from the table whatever this says)."""
         used = state.rule_usage(self.namespace, self.rule, now)
         rule = self.rule
-        if rule.budget is not None:
+        if self._over is not None:
             assert spend is not None
+            greater, t = self._over
             if not self.float_amount:
                 # Usage never exceeds the max (only amounts within it are consumed), and an int64
                 # amount is below 1e19: the sum cannot overflow.
-                return compare_float(used[0] + spend, "gt", rule.budget.max)
+                return greater(used[0] + spend, t)  # type: ignore[no-any-return]
             with np.errstate(over="ignore"):  # a float amount near the largest float
-                return compare_float(used[0] + spend, "gt", rule.budget.max)
+                return greater(used[0] + spend, t)  # type: ignore[no-any-return]
         assert rule.rate is not None
         return used[1] >= rule.rate.max  # (numpy compares with an int beyond int64 exactly)
 
@@ -360,8 +381,8 @@ class CellTable:
 
         `fields`: the fields function's columns as the schema checked them (policy fields only;
         a masked column as ``(values, present)``). None when the batch evaluator must decide the
-        step: the fields are not the ones the table was built for, a column is of another kind,
-        or a float is NaN or infinite.
+        step: the fields are not the ones the table was built for, or a column is of another
+        dtype.
         """
         if fields is None:
             fields = {}
@@ -455,8 +476,9 @@ def _column_for(name: str, value: Any, compares: list[Compare], bounds: list[flo
     if not isinstance(array, np.ndarray) or array.ndim != 1:
         return None
     kind = _kind(array.dtype)
+    dtype = array.dtype
     if kind == "b":
-        return _Column(name, "b", masked, np.zeros(0))
+        return _Column(name, "b", masked, np.zeros(0, dtype=dtype), dtype)
     if kind == "f":
         extra: list[float] = []
         for b in bounds:
@@ -467,15 +489,45 @@ def _column_for(name: str, value: Any, compares: list[Compare], bounds: list[flo
                 if t != b:
                     extra.append(float(np.nextafter(t, -math.inf)))  # ... x >= its rounding where it is not
         found = float_thresholds(compares, tuple(extra))
-        return None if found is None else _Column(name, "f", masked, np.asarray(found, dtype=np.float64))
+        return None if found is None else _Column(name, "f", masked, native_float_thresholds(found, dtype), dtype)
     if kind == "i":
         if any(abs(b) >= 2**53 for b in bounds):
             # Near such a max, an int's float64 amount rounds across it (the batch evaluator sums
             # in float64): no interval of ints decides it. Left to the batch evaluator.
             return None
         ints = int_thresholds(compares, tuple(t for b in bounds for t in (-1, math.floor(b))))
-        return None if ints is None else _Column(name, "i", masked, np.asarray(ints, dtype=np.int64))
+        return None if ints is None else _Column(name, "i", masked, native_int_thresholds(ints, dtype), dtype)
     return None
+
+
+def native_float_thresholds(thresholds: list[float], dtype: np.dtype[Any]) -> npt.NDArray[Any]:
+    """`thresholds` (float64 switch points: ``x > c``) as thresholds of a column of float `dtype`,
+    between the guards -inf and the dtype's largest float.
+
+    For x of `dtype`, ``x > c`` (compared in float64) is ``x > floor(c)``, where floor(c) is the
+    largest value of `dtype` at most c: no value of `dtype` lies between the two. Guards: ``x > -inf``
+    is False only for NaN and -inf, and ``x > largest`` True only for +inf, so those land in cells
+    of their own, which the table evaluates as such (the policy reads them as Unknown).
+    """
+    kind = dtype.type
+    largest = np.finfo(dtype).max
+    # (Rounding beyond the dtype gives inf, and a step down from its least value -inf or from a
+    # subnormal underflows: expected here, not warnings.)
+    with np.errstate(over="ignore", under="ignore"):
+        rounded = np.asarray(thresholds, dtype=np.float64).astype(dtype)
+        floors = {float(np.nextafter(r, kind(-math.inf)) if float(r) > c else r)
+                  for r, c in zip(rounded, thresholds, strict=True)}
+    inner = sorted(f for f in floors if -math.inf < f < float(largest))
+    return np.array([-math.inf, *inner, largest], dtype=dtype)
+
+
+def native_int_thresholds(thresholds: list[int], dtype: np.dtype[Any]) -> npt.NDArray[Any]:
+    """`thresholds` (ints c: ``x > c``) that some value of int `dtype` crosses, in `dtype`.
+
+    Below the dtype's least value, ``x > c`` holds for every x, and from its largest on for none:
+    those thresholds add the same to every row's count and are left out."""
+    info = np.iinfo(dtype)
+    return np.array([c for c in thresholds if info.min <= c < info.max], dtype=dtype)
 
 
 def rule_offsets(gate: PolicyGate) -> npt.NDArray[np.int16] | None:

@@ -211,16 +211,25 @@ rules:
 
     table = CellTable.build(gate, {"args.x": np.zeros(3), "args.y": np.zeros(3)}, len(TABLE), make, None)
     assert table is not None
-    # x: 1.5 (gt) once, 0 and 2 (in) on both sides; y: -1 (lte) once.
+    # x: 1.5 (gt) once, 0 and 2 (in) on both sides; y: -1 (lte) once; each between the guards
+    # -inf (below: NaN and -inf) and the largest float (above: +inf).
+    big = float(np.finfo(np.float64).max)
     assert [c.thresholds.tolist() for c in table.columns] == [
-        [float(np.nextafter(0.0, -1)), 0.0, 1.5, float(np.nextafter(2.0, -1)), 2.0], [-1.0]]
-    assert table.rows == len(TABLE) * 6 * 2
+        [-math.inf, float(np.nextafter(0.0, -1)), 0.0, 1.5, float(np.nextafter(2.0, -1)), 2.0, big],
+        [-math.inf, -1.0, big]]
+    assert table.rows == len(TABLE) * 8 * 4
     found = table.keys(np.array([1, 1, 0]), {"args.x": np.array([1.6, 1.5, 0.0]), "args.y": np.zeros(3)}, 3, None, 0)
     assert found is not None
     assert table.allowed[found[0]].tolist() == [False, True, True]
-    # A value the cells cannot stand for, or a column of another kind, sends the step to the batch evaluator.
-    assert table.keys(np.array([0]), {"args.x": np.array([math.nan]), "args.y": np.zeros(1)}, 1, None, 0) is None
+    # NaN and inf have cells of their own: the policy reads them as Unknown (deny applies, indeterminate).
+    x = np.array([math.nan, math.inf, -math.inf, math.nan])
+    found = table.keys(np.array([1, 1, 1, 0]), {"args.x": x, "args.y": np.zeros(4)}, 4, None, 0)
+    assert found is not None
+    assert table.allowed[found[0]].tolist() == [False, False, False, True]
+    assert table.verdict.indeterminate[found[0]].tolist() == [True, True, True, False]
+    # A column of another dtype than the table was built for sends the step to the batch evaluator.
     assert table.keys(np.array([0]), {"args.x": np.array([1]), "args.y": np.zeros(1)}, 1, None, 0) is None
+    assert table.keys(np.array([0]), {"args.x": np.zeros(1, np.float32), "args.y": np.zeros(1)}, 1, None, 0) is None
     assert table.keys(np.array([0]), {"args.x": (np.zeros(1), np.ones(1, bool)), "args.y": np.zeros(1)}, 1,
                       None, 0) is None
 
