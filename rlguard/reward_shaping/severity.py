@@ -49,11 +49,12 @@ class SeverityPenalty(RewardShaper):
         penalty = np.asarray(verdicts.penalty)
         # The product in float64 whatever the penalty's dtype (numpy 2 keeps float32 * Python float
         # in float32), then the reward's own dtype (a float32 reward stays float32).
-        shaped: FloatArray = (r - np.multiply(penalty, self.scale, dtype=np.float64)).astype(r.dtype, copy=False)
+        shaped = r - np.multiply(penalty, self.scale, dtype=np.float64)
         if self.clean_bonus:
             clean = np.asarray(verdicts.allowed, dtype=bool) & (penalty == 0)
             shaped = shaped + self.clean_bonus * clean
-        return shaped
+        out: FloatArray = shaped.astype(r.dtype, copy=False)
+        return out
 
     def __repr__(self) -> str:
         return f"SeverityPenalty(scale={self.scale!r}, clean_bonus={self.clean_bonus!r})"

@@ -29,10 +29,14 @@ def test_severity_penalty() -> None:
     assert shaped.tolist() == pytest.approx([1.25, 0.0, 0.99, -0.1])
 
 
-def test_severity_keeps_float32_and_makes_ints_float() -> None:
-    v = verdicts([False], [50.0])
-    assert SeverityPenalty(0.1)(np.array([1.0], dtype=np.float32), v).dtype == np.float32
-    assert SeverityPenalty(0.1)(np.array([1]), v).dtype == np.float64
+@pytest.mark.parametrize("bonus", [0.0, 0.5])
+def test_severity_keeps_float32_and_makes_ints_float(bonus: float) -> None:
+    v = verdicts([False, True], [50.0, 0.0])
+    for dtype in (np.float16, np.float32):
+        shaped = SeverityPenalty(0.1, clean_bonus=bonus)(np.array([1.0, 1.0], dtype=dtype), v)
+        assert shaped.dtype == dtype
+        assert shaped.tolist() == [dtype(1.0 - 5.0), dtype(1.0 + bonus)]
+    assert SeverityPenalty(0.1, clean_bonus=bonus)(np.array([1, 1]), v).dtype == np.float64
 
 
 def test_severity_does_not_modify_its_input() -> None:
