@@ -13,6 +13,7 @@ its time goes. Not a test: figures depend on the machine; read them as ratios.
 from __future__ import annotations
 
 import argparse
+import math
 import statistics
 import tempfile
 import time
@@ -23,6 +24,7 @@ from typing import Any
 
 import numpy as np
 from gymnasium.envs.classic_control.cartpole import CartPoleVectorEnv
+from gymnasium.vector import VectorWrapper
 
 from rlguard import PolicyGate
 from rlguard.reward_shaping import SeverityPenalty
@@ -76,7 +78,7 @@ def cart_fields(obs: Any, actions: Any) -> dict[str, Any]:
 class Case:
     name: str
     make_raw: Callable[[], Any]
-    make_governed: Callable[[], GovernedVectorEnv[Any, Any]]
+    make_governed: Callable[[], Any]  # a GovernedVectorEnv (or, for the floor, OutputsOnly)
     target: float | None  # None: shown for attribution only
 
 
@@ -98,6 +100,35 @@ def cartpole_case(n: int, rules: int, evidence_dir: Path | None) -> Case:
     label = f"CartPoleVectorEnv({n}), {rules} rules, block + penalty" + (", evidence" if evidence_dir else "")
     target = (0.85 if rules == 3 else 0.6) if (rules == 3) == (evidence_dir is None) else None
     return Case(label, lambda: CartPoleVectorEnv(num_envs=n), governed, target)
+
+
+class OutputsOnly(VectorWrapper):  # type: ignore[type-arg]
+    """A lower bound of any governed step: the env's step plus the arrays `GovernedVectorEnv` returns
+    (``info["rlguard"]``, ``info["cost"]`` and their masks, built fresh each step as the wrapper
+    builds them) and its done bookkeeping, with no policy, no evaluation and no reward shaping."""
+
+    def step(self, actions: Any) -> Any:
+        n = self.num_envs
+        obs, rewards, terminations, truncations, info = self.env.step(actions)
+        ended = terminations | truncations
+        np.count_nonzero(ended)
+        mask = np.empty(n, dtype=np.bool_)
+        mask.fill(True)
+        info = dict(info)
+        info["rlguard"] = {
+            "action": np.zeros(n, dtype=np.int8), "rule": np.full(n, -1, dtype=np.int16),
+            "blocked": np.zeros(n, dtype=np.bool_), "proposed": actions, "executed": actions,
+            "penalty": np.zeros(n, dtype=np.float32),
+        }
+        info["_rlguard"] = mask
+        info["cost"] = np.zeros(n)
+        info["_cost"] = mask.copy()
+        return obs, rewards, terminations, truncations, info
+
+
+def outputs_only_case(n: int) -> Case:
+    return Case(f"CartPoleVectorEnv({n}), outputs only (no policy): the floor",
+                lambda: CartPoleVectorEnv(num_envs=n), lambda: OutputsOnly(CartPoleVectorEnv(num_envs=n)), None)
 
 
 def tooluse_case(n: int) -> Case | None:
@@ -137,23 +168,14 @@ def run(case: Case, rounds: int, steps: int, seed: int) -> dict[str, float]:
         raw_rates.append(steps / (t1 - t0))
         gov_rates.append(steps / (t2 - t1))
         ratios.append((t1 - t0) / (t2 - t1))
-    # Where the governed step's time goes: building the ActionBatch, and building it + checking it
-    # (a fresh batch each time, as in a step: columns cache what they computed).
-    gov = governed._governor  # benchmark-only peek at the shared step logic
-    obs, a = governed._last_obs, actions[0]
-    t0 = time.perf_counter()
-    for _ in range(steps):
-        gov.binding.batch(obs, a, raw.num_envs)
-    t1 = time.perf_counter()
-    for _ in range(steps):
-        gov.gate.check_batch(gov.binding.batch(obs, a, raw.num_envs), gov.state)
-    t2 = time.perf_counter()
-    precomputed = governed.precomputed
-    recorder = gov.recorder
-    if recorder is not None:
-        recorder.close()
+    n = raw.num_envs
     raw.close()
-    governed.close()
+    if not isinstance(governed, GovernedVectorEnv):  # the floor case: nothing to attribute
+        governed.close()
+        check_us = batch_us = math.nan
+        precomputed = False
+    else:
+        check_us, batch_us, precomputed = _attribute(governed, n, actions[0], steps)
     raw_us = 1e6 / statistics.median(raw_rates)
     gov_us = 1e6 / statistics.median(gov_rates)
     return {
@@ -162,11 +184,30 @@ def run(case: Case, rounds: int, steps: int, seed: int) -> dict[str, float]:
         "ratio": statistics.median(ratios),
         "raw_us": raw_us,
         "gov_us": gov_us,
-        "check_us": ((t2 - t1) - (t1 - t0)) / steps * 1e6,
-        "batch_us": (t1 - t0) / steps * 1e6,
+        "check_us": check_us,
+        "batch_us": batch_us,
         "blocked": blocked / max(evaluated, 1),
         "table": precomputed,
     }
+
+
+def _attribute(governed: GovernedVectorEnv[Any, Any], n: int, a: Any, steps: int) -> tuple[float, float, bool]:
+    """Where the governed step's time goes: building the ActionBatch, and building it + checking it
+    (a fresh batch each time, as in a step: columns cache what they computed). Closes `governed`."""
+    gov = governed._governor  # benchmark-only peek at the shared step logic
+    obs = governed._last_obs
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        gov.binding.batch(obs, a, n)
+    t1 = time.perf_counter()
+    for _ in range(steps):
+        gov.gate.check_batch(gov.binding.batch(obs, a, n), gov.state)
+    t2 = time.perf_counter()
+    precomputed = governed.precomputed
+    if gov.recorder is not None:
+        gov.recorder.close()
+    governed.close()
+    return ((t2 - t1) - (t1 - t0)) / steps * 1e6, (t1 - t0) / steps * 1e6, precomputed
 
 
 def main() -> None:
@@ -178,7 +219,8 @@ def main() -> None:
     args = parser.parse_args()
     n = args.num_envs
     with tempfile.TemporaryDirectory() as tmp:
-        cases = [cartpole_case(n, 3, None), cartpole_case(n, 20, Path(tmp)), cartpole_case(n, 20, None)]
+        cases = [cartpole_case(n, 3, None), outputs_only_case(n), cartpole_case(n, 20, Path(tmp)),
+                 cartpole_case(n, 20, None)]
         tool = tooluse_case(n)
         if tool is not None:
             cases.append(tool)
@@ -190,16 +232,20 @@ def main() -> None:
                 target = "     -"
             else:
                 target = f"{case.target:>5.2f}{' ' if r['ratio'] >= case.target else '!'}"
+            floor = math.isnan(r["check_us"])
+            table = "-" if floor else ("yes" if r["table"] else "no")
+            check = f"{'-':>6} {'-':>6}" if floor else f"{r['check_us']:>6.0f} {r['batch_us']:>6.0f}"
             print(f"{case.name:<62} {r['raw']:>11.0f} {r['governed']:>9.0f} {r['ratio']:>6.2f} "
-                  f"{target}   {r['raw_us']:>7.0f} {r['gov_us']:>7.0f} {'yes' if r['table'] else 'no':>5} "
-                  f"{r['check_us']:>6.0f} {r['batch_us']:>6.0f} {r['blocked']:>7.2%}")
+                  f"{target}   {r['raw_us']:>7.0f} {r['gov_us']:>7.0f} {table:>5} {check} {r['blocked']:>7.2%}")
         if tool is None:
             print("ToolUse: rlguard.envs.tooluse is not available; case skipped")
     print("\nraw µs / gov µs: one vector step; table: the wrapper decides by its precomputed cell table "
           "(env.precomputed);\ncheck / batch: gate.check_batch alone and building the ActionBatch alone (what a "
           "step costs without the table);\nblocked: share of evaluated rows whose action was replaced. Ratio = "
-          "governed / raw steps per second (median of rounds);\n'!' marks a ratio below its target; the case "
-          "without a target is there to attribute the evidence's cost.")
+          "governed / raw steps per second (median of rounds);\n'!' marks a ratio below its target; the cases "
+          "without a target attribute costs: 'the floor' steps the env and builds only the arrays a governed "
+          "step\nreturns (info['rlguard'], info['cost'], their masks), with no policy: no governed step can "
+          "beat its ratio.")
 
 
 if __name__ == "__main__":
