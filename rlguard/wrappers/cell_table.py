@@ -21,6 +21,7 @@ table was built for send the whole step to the batch evaluator.
 from __future__ import annotations
 
 import math
+from bisect import bisect_left
 from collections.abc import Callable, Hashable, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -120,13 +121,15 @@ class _Column:
     stands for a missing value, whatever the row holds there.
     """
 
-    __slots__ = ("dtype", "kind", "masked", "name", "size", "thresholds", "values", "weight")
+    __slots__ = ("bounds", "dtype", "kind", "masked", "name", "size", "thresholds", "values", "weight")
 
     def __init__(self, name: str, kind: str, masked: bool, thresholds: npt.NDArray[Any], dtype: np.dtype[Any]) -> None:
         self.name = name
         self.kind = kind  # "f" float, "i" int, "b" bool
         self.masked = masked
         self.thresholds = thresholds
+        # The thresholds as Python numbers (exact: every value of the dtype is a float64 or an int).
+        self.bounds: list[Any] = thresholds.tolist()
         self.dtype = dtype
         self.values = 2 if kind == "b" else len(thresholds) + 1
         self.size = 2 * self.values if masked else self.values
@@ -216,6 +219,28 @@ def _greater_than(bound: int | float) -> tuple[np.ufunc, float]:
     return (np.greater_equal if t > bound else np.greater), t
 
 
+def _digit_one(column: _Column, fields: Mapping[str, Any]) -> int | None:
+    """`_Column.digits` for a batch of one row, with Python numbers instead of numpy calls."""
+    value, present = column_of(fields, column.name)
+    if (present is not None) != column.masked:
+        return None
+    if present is not None and (
+        present.__class__ is not np.ndarray or present.dtype != np.bool_ or present.shape != (1,)
+    ):
+        return None
+    if value.__class__ is not np.ndarray or value.shape != (1,) or value.dtype != column.dtype:
+        return None
+    if column.kind == "b":
+        digit = int(value.view(np.uint8)[0] != 0)
+        return digit if present is None else digit + 2 * int(present.view(np.uint8)[0] != 0)
+    x = value[0]
+    # How many thresholds lie below x (NaN and -inf: none; +inf: all), as the batch comparison counts.
+    digit = bisect_left(column.bounds, float(x) if column.kind == "f" else int(x))
+    if present is not None and present.view(np.uint8)[0] != 0:
+        digit += column.values
+    return digit
+
+
 class _Limit:
     """A budget or rate rule: whether its usage would be exceeded is one more digit of the key."""
 
@@ -247,6 +272,16 @@ class _Limit:
                 return greater(used[0] + spend, t)  # type: ignore[no-any-return]
         assert rule.rate is not None
         return used[1] >= rule.rate.max  # (numpy compares with an int beyond int64 exactly)
+
+    def exceeded_one(self, state: BatchPolicyState, spend: float, now: float) -> bool:
+        """`exceeded` for a batch of one row, in Python floats (the same IEEE sums and comparisons)."""
+        used = state.rule_usage(self.namespace, self.rule, now)
+        if self._over is not None:
+            greater, t = self._over
+            total = float(used[0][0]) + spend
+            return total >= t if greater is np.greater_equal else total > t
+        assert self.rule.rate is not None
+        return int(used[1][0]) >= self.rule.rate.max
 
     def force(self, state: BatchPolicyState, exceeded: npt.NDArray[np.bool_]) -> None:
         """Set `state`'s usage so that this rule's limit holds, or is exceeded, in each row."""
@@ -293,6 +328,7 @@ class CellTable:
         #: Per budget or rate rule, per key: whether an allowed action consumes its usage.
         self.consumed = tuple(np.append(c[: self.rows], False) for c in consumed)
         self._buffers: dict[tuple[str, int], npt.NDArray[np.bool_]] = {}
+        self._rows_one: list[tuple[bool, np.int8, np.int16, np.float32]] | None = None
 
     @property
     def stateful(self) -> bool:
@@ -416,6 +452,39 @@ class CellTable:
                 else:
                     key += np.multiply(over, limit.weight, dtype=np.intp)
         return key, spends
+
+    def key_one(self, idx: int, fields: Mapping[str, Any], state: BatchPolicyState,
+                now: float) -> tuple[int, list[float]] | None:
+        """`keys` for a batch of one row (a single env's step), in Python numbers: the row's key and
+        the amount it adds per budget or rate rule; None when the batch evaluator must decide."""
+        if fields.keys() != self.field_names:
+            return None
+        key = idx * self.cells
+        for column in self.columns:
+            digit = _digit_one(column, fields)
+            if digit is None:
+                return None
+            key += digit * column.weight
+        spends: list[float] = []
+        for limit in self.limits:
+            # (a float64 of the value, as `keys` reads it)
+            spend = float(column_of(fields, limit.budget_field)[0][0]) if limit.budget_field is not None else 0.0
+            spends.append(spend)
+            if limit.exceeded_one(state, spend, now):
+                key += limit.weight
+        return key, spends
+
+    def one(self, key: int) -> tuple[bool, np.int8, np.int16, np.float32]:
+        """Key `key`'s (allowed, action code, rule, penalty), as the arrays hold them."""
+        rows = self._rows_one
+        if rows is None:
+            rows = self._rows_one = list(zip(self.allowed.tolist(), self.action, self.rule, self.penalty, strict=True))
+        return rows[key]
+
+    def consumption_one(self, key: int, spends: list[float], now: float) -> list[Consumption]:
+        """`consumption` for a batch of one row."""
+        return [(limit.namespace, limit.rule, np.ones(1, dtype=np.bool_), np.array([spend]), now)
+                for limit, consumed, spend in zip(self.limits, self.consumed, spends, strict=True) if consumed[key]]
 
     def consumption(self, key: IntpArray, spends: list[npt.NDArray[np.float64]], now: float) -> list[Consumption]:
         """What the rows of `key` consume (allowed actions under a budget or rate rule), as the

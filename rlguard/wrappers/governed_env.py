@@ -34,6 +34,13 @@ def _first_row(space: spaces.Space[Any], value: Any) -> Any:
     return value  # a noop index: the same for every row
 
 
+def _is_integer(action: Any) -> bool:
+    """An int (bool included, as Gymnasium's Discrete takes it), a numpy integer, or a 0-d integer array."""
+    if isinstance(action, (int, np.integer)):
+        return True
+    return isinstance(action, np.ndarray) and action.ndim == 0 and action.dtype.kind in "iu"
+
+
 def _add_info(owner: str, info: dict[str, Any], key: str, value: Any) -> None:
     if key in info:
         raise ValueError(
@@ -139,6 +146,7 @@ class GovernedEnv(
         gym.Wrapper.__init__(self, env)
         self._last_obs: Any = None
         self._has_obs = False
+        self._discrete = isinstance(env.action_space, spaces.Discrete)
 
     def reset(
         self, *, seed: int | None = None, options: dict[str, Any] | None = None
@@ -154,9 +162,14 @@ class GovernedEnv(
         if not self._has_obs:
             raise ResetNeeded("GovernedEnv: call reset() before step()")
         gov = self._governor
+        if self._discrete and not _is_integer(action):
+            # (Cast to an int, 1.7 would be checked as action 1, while the env may run it as 2.)
+            raise ValueError(
+                f"GovernedEnv: a Discrete action must be an integer, got {type(action).__name__} `{action!r}`\n"
+                "help: pass an int, e.g. the output of env.action_space.sample()"
+            )
         obs_b = batch_one(self.env.observation_space, self._last_obs)
-        act_b = batch_one(self.env.action_space, action)
-        decision = gov.evaluate(obs_b, act_b)
+        decision = gov.evaluate_one(obs_b, action)
         executed = _first_row(self.env.action_space, decision.executed) if decision.any_blocked else action
         obs, reward, terminated, truncated, info = self.env.step(executed)
         shaped, _ = gov.conclude(

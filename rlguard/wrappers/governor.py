@@ -7,7 +7,7 @@ through this one class, so both build the same contexts and make the same decisi
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
 import numpy as np
@@ -17,7 +17,7 @@ from gymnasium import spaces
 from rlguard.engine.batch_eval import Consumption, evaluate_batch
 from rlguard.engine.batch_verdict import BatchVerdictView
 from rlguard.reward_shaping.base import StepVerdicts
-from rlguard.wrappers.batching import put_rows, repeat_rows, take_rows
+from rlguard.wrappers.batching import batch_one, put_rows, repeat_rows, take_rows
 from rlguard.wrappers.cell_table import rule_offsets
 from rlguard.wrappers.schema import ActionSchema, SchemaBinding
 
@@ -197,7 +197,51 @@ class Governor:
         self._run_fallback(obs, actions, np.arange(2))
 
     # -- one step -------------------------------------------------------------------------------
-    def evaluate(self, obs: Any, actions: Any, skip: npt.NDArray[np.bool_] | None = None) -> Decision:
+    def evaluate_one(self, obs: Any, action: Any) -> Decision:
+        """A single env's step: `action` (one action, not a batch) for `obs` (a batch of one).
+
+        With a cell table, no recorder, no approver and a fallback that depends on the action
+        only, the row is decided with Python numbers (`CellTable.key_one`), which reads the
+        columns of the same ``fields`` call and gives the same decision as the batch of one that
+        `evaluate` checks otherwise (tests/wrappers/test_single_env.py checks both).
+        """
+        self._check_binding()
+        binding = self.binding
+        cells = binding.cells
+        schema = self.schema
+        space = self.action_space
+        if (cells is None or self.recorder is not None or self.approval != "deny"
+                or (self.on_violation != "pass" and schema.noop is None and schema.fallback_table is None)):
+            return self.evaluate(obs, batch_one(space, action))
+        a = np.asarray(action, dtype=space.dtype)  # as `batch_one` reads it
+        idx = int(a) - binding.start if a.ndim == 0 else -1
+        if not 0 <= idx < cells.num_actions:
+            return self.evaluate(obs, batch_one(space, action))  # its error, or its reading of the value
+        actions = a.reshape(1)
+        extra: Mapping[str, Any] = {}
+        if binding.fields_fn is not None:
+            extra = binding._columns(binding._call_fields(obs, actions, 1, self.owner), 1, self.owner, binding.needed)
+        now = self.state.clock() if cells.stateful else 0.0
+        found = cells.key_one(idx, extra, self.state, now)
+        if found is None:  # a column the table does not read: the batch evaluator, on these inputs
+            return self.evaluate(obs, actions, inputs=(np.array([idx], dtype=np.int64), extra))
+        key, spends = found
+        allowed, code, rule, penalty = cells.one(key)
+        for consumption in cells.consumption_one(key, spends, now):
+            self.state.consume(*consumption)
+        self.steps += 1
+        refused = np.array([not allowed])
+        executed: Any = actions
+        blocked = any_blocked = False
+        if not allowed and self.on_violation != "pass":
+            safe = schema.noop if schema.noop is not None else schema.fallback_table[idx]  # type: ignore[index]
+            executed = np.array([safe], dtype=space.dtype)
+            blocked = any_blocked = True
+        return Decision(None, None, np.array([rule]), np.array([code]), refused, np.array([blocked]), executed,
+                        np.array([penalty]), any_blocked, ~refused, not allowed)
+
+    def evaluate(self, obs: Any, actions: Any, skip: npt.NDArray[np.bool_] | None = None,
+                 inputs: tuple[Any, Any] | None = None) -> Decision:
         """Check the proposed `actions` (one row each), pick what to execute, and record the step.
 
         Rows in `skip` are not evaluated (a NEXT_STEP reset step): nothing is consumed, they
@@ -207,7 +251,7 @@ class Governor:
         """
         self._check_binding()
         pending: list[Consumption] = []
-        decision = self._decide(obs, actions, skip, pending)
+        decision = self._decide(obs, actions, skip, pending, inputs)
         if self.recorder is not None:
             self._record(decision, skip)
         # Budgets and rates are spent only once the step goes ahead: a step whose evidence cannot
@@ -218,11 +262,13 @@ class Governor:
         return decision
 
     def _decide(self, obs: Any, actions: Any, skip: npt.NDArray[np.bool_] | None,
-                pending: list[Consumption]) -> Decision:
-        """The step's decision; the usage it consumes is appended to `pending`, not applied."""
+                pending: list[Consumption], inputs: tuple[Any, Any] | None = None) -> Decision:
+        """The step's decision; the usage it consumes is appended to `pending`, not applied.
+
+        `inputs`: the step's (table rows, fields columns) when they were read already."""
         n = self.num_rows
         binding = self.binding
-        idx, extra = binding.step_inputs(obs, actions, n)
+        idx, extra = binding.step_inputs(obs, actions, n) if inputs is None else inputs
         cells = binding.cells
         found = None
         if cells is not None:
