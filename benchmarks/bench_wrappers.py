@@ -191,6 +191,35 @@ def run(case: Case, rounds: int, steps: int, seed: int) -> dict[str, float]:
     }
 
 
+def single_env(rounds: int, steps: int, seed: int) -> dict[str, float]:
+    """Governed / raw for one CartPole env (`GovernedEnv`, 3 rules, block + penalty), side by side."""
+    from gymnasium.envs.classic_control.cartpole import CartPoleEnv
+
+    from rlguard.wrappers import GovernedEnv
+
+    raw = CartPoleEnv()
+    governed = GovernedEnv(CartPoleEnv(), PolicyGate.from_string(CART_3_RULES),
+                           ActionSchema(CART_TABLE, fields=cart_fields, noop=0), shaper=SeverityPenalty(0.01))
+    actions = np.random.default_rng(seed).integers(0, 2, steps).tolist()
+
+    def loop(env: Any) -> float:
+        env.reset(seed=seed)
+        t0 = time.perf_counter()
+        for a in actions:
+            _, _, terminated, truncated, _ = env.step(a)
+            if terminated or truncated:
+                env.reset()
+        return time.perf_counter() - t0
+
+    loop(raw), loop(governed)  # warm up
+    raw_s, gov_s = [], []
+    for _ in range(rounds):
+        raw_s.append(loop(raw))
+        gov_s.append(loop(governed))
+    return {"raw_us": statistics.median(raw_s) / steps * 1e6, "gov_us": statistics.median(gov_s) / steps * 1e6,
+            "ratio": statistics.median(r / g for r, g in zip(raw_s, gov_s, strict=True))}
+
+
 def _attribute(governed: GovernedVectorEnv[Any, Any], n: int, a: Any, steps: int) -> tuple[float, float, bool]:
     """Where the governed step's time goes: building the ActionBatch, and building it + checking it
     (a fresh batch each time, as in a step: columns cache what they computed). Closes `governed`."""
@@ -239,6 +268,9 @@ def main() -> None:
                   f"{target}   {r['raw_us']:>7.0f} {r['gov_us']:>7.0f} {table:>5} {check} {r['blocked']:>7.2%}")
         if tool is None:
             print("ToolUse: rlguard.envs.tooluse is not available; case skipped")
+        one = single_env(args.rounds, args.steps * 20, args.seed)
+        print(f"{'CartPoleEnv, one env (GovernedEnv), 3 rules, block + penalty':<62} {1e6 / one['raw_us']:>11.0f} "
+              f"{1e6 / one['gov_us']:>9.0f} {one['ratio']:>6.2f}      -   {one['raw_us']:>7.1f} {one['gov_us']:>7.1f}")
     print("\nraw µs / gov µs: one vector step; table: the wrapper decides by its precomputed cell table "
           "(env.precomputed);\ncheck / batch: gate.check_batch alone and building the ActionBatch alone (what a "
           "step costs without the table);\nblocked: share of evaluated rows whose action was replaced. Ratio = "
