@@ -371,13 +371,17 @@ def test_precomputed_says_whether_a_table_decides() -> None:
 
 # -- cases a review found, each checked against the batch evaluator ------------------------------------
 
-def _both(policy: str, obs: list[np.ndarray], fields: Any, **kwargs: Any) -> list[GovernedVectorEnv[Any, Any]]:
-    """The same governed env twice: deciding by its table, and by the batch evaluator."""
-    ends = [np.zeros(obs[0].shape[0], dtype=bool)] * (len(obs) - 1)
+def both_paths(policy: str | dict[str, Any], obs: list[np.ndarray], fields: Any,
+               ends: list[np.ndarray] | None = None, tools: Any = TABLE,
+               **kwargs: Any) -> list[GovernedVectorEnv[Any, Any]]:
+    """The same governed env twice (action table `tools`): deciding by its cell table, and by the batch evaluator."""
+    if ends is None:
+        ends = [np.zeros(obs[0].shape[0], dtype=bool)] * (len(obs) - 1)
     envs = []
     for use_table in (True, False):
-        env = GovernedVectorEnv(ScriptedVectorEnv(obs, ends), PolicyGate.from_string(policy),
-                                ActionSchema(TABLE, fields=fields), on_violation="pass", **kwargs)
+        gate = PolicyGate.from_string(policy) if isinstance(policy, str) else PolicyGate.from_dict(policy)
+        env = GovernedVectorEnv(ScriptedVectorEnv(obs, ends, len(tools)), gate, ActionSchema(tools, fields=fields),
+                                on_violation="pass", **kwargs)
         if not use_table:
             env._governor.binding.cells = None
         env.reset(seed=0)
@@ -406,7 +410,7 @@ def odd_bool_fields(obs: Any, actions: Any) -> dict[str, Any]:
 
 def test_bools_stored_as_other_bytes_than_0_and_1_read_as_true() -> None:
     policy = "version: 1\ndefault: allow\nrules: [{id: block, when: {args.flag: true}, verdict: deny}]\n"
-    envs = _both(policy, [np.zeros((4, 1))] * 2, odd_bool_fields)
+    envs = both_paths(policy, [np.zeros((4, 1))] * 2, odd_bool_fields)
     assert envs[0].precomputed
     info = _same_steps(envs, [[0, 1, 2, 0]])[0]
     assert info["rlguard"]["action"].tolist() == [1, 0, 1, 1]
@@ -420,7 +424,7 @@ def long_double_fields(obs: Any, actions: Any) -> dict[str, Any]:
 def test_long_double_columns_get_no_table() -> None:
     # The batch evaluator reads them as Python floats (rounded to float64), not in extended precision.
     policy = "version: 1\ndefault: allow\nrules: [{id: r, when: {args.x: {lte: 1.0}}, verdict: deny}]\n"
-    envs = _both(policy, [np.zeros((2, 1))] * 2, long_double_fields)
+    envs = both_paths(policy, [np.zeros((2, 1))] * 2, long_double_fields)
     assert not envs[0].precomputed
     assert _same_steps(envs, [[0, 1]])[0]["rlguard"]["action"].tolist() == [1, 1]
 
@@ -439,7 +443,7 @@ def test_a_budget_max_that_float64_rounds_up(fields: Any) -> None:
     policy = ("version: 1\ndefault: deny\nrules:\n  - {id: spend, when: {tool: '*'}, verdict: deny_if_exceeds,\n"
               "     budget: {field: args.amount, max: 9007199254740995, per: episode}}\n")
     obs = [np.array([[2.0**53 + 2], [1.0], [5.0]])] * 3
-    envs = _both(policy, obs, fields)
+    envs = both_paths(policy, obs, fields)
     assert envs[0].precomputed == (fields is amount_fields)  # an int amount near such a max: no table
     infos = _same_steps(envs, [[0, 1, 2], [0, 1, 2]])
     assert infos[0]["rlguard"]["action"].tolist() == [0, 0, 0]
@@ -448,7 +452,7 @@ def test_a_budget_max_that_float64_rounds_up(fields: Any) -> None:
 def test_a_rate_max_beyond_int64() -> None:
     policy = ("version: 1\ndefault: deny\nrules:\n  - {id: calls, when: {tool: '*'}, verdict: deny_if_exceeds,\n"
               "     rate: {max: 100000000000000000000, per: episode}}\n")
-    envs = _both(policy, [np.zeros((2, 1))] * 3, amount_fields)
+    envs = both_paths(policy, [np.zeros((2, 1))] * 3, amount_fields)
     assert envs[0].precomputed
     assert _same_steps(envs, [[0, 1], [2, 2]])[1]["rlguard"]["action"].tolist() == [0, 0]
 
@@ -544,6 +548,6 @@ def odd_mask_fields(obs: Any, actions: Any) -> dict[str, Any]:
 ])
 def test_presence_masks_stored_as_other_bytes_than_0_and_1(when: str) -> None:
     policy = f"version: 1\ndefault: allow\nrules: [{{id: block, when: {when}, verdict: deny}}]\n"
-    envs = _both(policy, [np.zeros((4, 1))] * 2, odd_mask_fields)
+    envs = both_paths(policy, [np.zeros((4, 1))] * 2, odd_mask_fields)
     assert envs[0].precomputed
     _same_steps(envs, [[0, 1, 2, 0]])

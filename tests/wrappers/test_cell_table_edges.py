@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 from gymnasium import spaces
 from gymnasium.vector import AutoresetMode
-from test_cell_table import RecordsInMemory, ScriptedVectorEnv
+from test_cell_table import RecordsInMemory, ScriptedVectorEnv, both_paths
 
 from rlguard import ActionContext, PolicyGate, PolicyState
 from rlguard.engine.verdict import ACTION_CODES
@@ -51,17 +51,8 @@ class RewardingVectorEnv(ScriptedVectorEnv):
 
 def _pair(policy: dict[str, Any], obs: list[np.ndarray], fields: Any, ends: list[np.ndarray] | None = None,
           table: bool = True, **kwargs: Any) -> list[GovernedVectorEnv[Any, Any]]:
-    """The same governed env twice: deciding by its cell table, and by the batch evaluator."""
-    if ends is None:
-        ends = [np.zeros(obs[0].shape[0], dtype=bool)] * (len(obs) - 1)
-    envs = []
-    for use_table in (True, False):
-        env = GovernedVectorEnv(ScriptedVectorEnv(obs, ends), PolicyGate.from_dict(policy),
-                                ActionSchema(TABLE, fields=fields), on_violation="pass", **kwargs)
-        if not use_table:
-            env._governor.binding.cells = None
-        env.reset(seed=0)
-        envs.append(env)
+    """The same governed env twice: deciding by its cell table (if it gets one: `table`), and by the batch evaluator."""
+    envs = both_paths(policy, obs, fields, ends, TABLE, **kwargs)
     assert envs[0].precomputed == table
     return envs
 
