@@ -63,3 +63,14 @@ def write_log(gate: PolicyGate, sink: Path) -> Callable[..., list[bytes]]:
         return sink.read_bytes().splitlines(keepends=True)
 
     return write
+
+
+def run_threads(count: int, worker: Callable[[int], None]) -> None:
+    """Run ``worker(t)`` in `count` threads, t = 0 .. count - 1, and wait for all of them."""
+    import threading
+
+    threads = [threading.Thread(target=worker, args=(t,)) for t in range(count)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()

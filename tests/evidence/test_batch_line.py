@@ -23,6 +23,7 @@ from rlguard import ActionContext, PolicyGate
 from rlguard.engine.batch import ActionBatch, CodedColumn, ToolVocabulary
 from rlguard.evidence import EvidenceError, EvidenceRecorder, verify_file
 
+from .conftest import run_threads
 from .test_batch import BATCH_POLICY, decode, expected, make_batch
 
 HASH_MEMBER = len(b',"hash":"') + 64 + 2  # ,"hash":"<64 hex>"}
@@ -220,11 +221,7 @@ def test_threads_recording_decisions_and_steps_form_one_chain(sink: Path) -> Non
                 audit.record_batch(batch, verdicts, step=i, detail=("summary", "violations", "all")[i % 3])
 
     with EvidenceRecorder(sink=sink) as audit:
-        threads = [threading.Thread(target=worker, args=(t,)) for t in range(4)]
-        for th in threads:
-            th.start()
-        for th in threads:
-            th.join()
+        run_threads(4, worker)
     result = verify_file(sink)
     assert result.ok, result.summary()
     assert result.records == 1201

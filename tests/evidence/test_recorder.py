@@ -22,7 +22,7 @@ import rlguard
 from rlguard import ActionContext, PolicyGate
 from rlguard.evidence import EvidenceError, EvidenceRecorder, verify_file
 
-from .conftest import contexts
+from .conftest import contexts, run_threads
 
 GENESIS = "0" * 64
 
@@ -252,11 +252,7 @@ def test_eight_threads_times_10000_records(sink: Path, gate: PolicyGate) -> None
             audit.record(ctxs[k], verdicts[k])
 
     with EvidenceRecorder(sink=sink) as audit:
-        threads = [threading.Thread(target=worker, args=(t,)) for t in range(8)]
-        for th in threads:
-            th.start()
-        for th in threads:
-            th.join()
+        run_threads(8, worker)
     result = verify_file(sink)
     assert result.ok, result.summary()
     assert result.records == 80_001 and result.last_seq == 80_000
