@@ -62,12 +62,17 @@ def split_sealed(line: bytes) -> tuple[bytes, str] | None:
     return line[:start] + b"}", line[start + len(_HASH_KEY) : -2].decode("ascii", "replace")
 
 
-def line_hash(line: bytes, record: dict[str, Any]) -> str:
+def line_hash(line: bytes, record: dict[str, Any]) -> str | None:
     """The hash a parsed line *should* carry: over its sealed body, else over its canonical form.
 
-    The fallback lets a log that another tool re-serialized (same content, sorted keys) verify.
+    The fallback lets a log that another tool re-serialized with sorted keys (``hash`` in its
+    sorted place) verify, and only a line that is exactly that serialization: a line that parses
+    to the same record but reads otherwise (a duplicate key, which parsers resolve differently,
+    other whitespace or spellings) gets None, which matches no hash.
     """
     parts = split_sealed(line)
     if parts is not None:
         return digest(parts[0])
+    if orjson.dumps(record, option=CANONICAL) != line:
+        return None
     return digest(canonical(record))

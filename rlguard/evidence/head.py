@@ -57,6 +57,10 @@ def write_head(log: Path, head: Head, *, fsync: bool) -> None:
             os.close(dir_fd)
 
 
+class HeadUnreadable(EvidenceError):
+    """The head file exists but cannot be read (permissions, a directory, an I/O error): not a sign of tampering."""
+
+
 def read_head(log: Path) -> Head | None:
     """The head file's checkpoint, or None when there is none. Raises `EvidenceError` when corrupt."""
     path = head_path(log)
@@ -65,7 +69,11 @@ def read_head(log: Path) -> Head | None:
     except FileNotFoundError:
         return None
     except OSError as exc:
-        raise EvidenceError(f"cannot read the head file `{path}`: {exc.strerror or exc}") from exc
+        reason = "it is a directory" if path.is_dir() else str(exc.strerror or exc).lower()
+        raise HeadUnreadable(
+            f"cannot read the head file `{path}`: {reason}\n"
+            "help: make it a readable file (or move it away to verify the chain alone)"
+        ) from exc
     try:
         raw: Any = orjson.loads(data)
         seq, hash_, ts, run_id = raw["seq"], raw["hash"], raw.get("ts", ""), raw.get("run_id", "")

@@ -26,7 +26,7 @@ import orjson
 
 from rlguard.evidence.chain import GENESIS, line_hash
 from rlguard.evidence.errors import EvidenceError
-from rlguard.evidence.head import Head, head_path, read_head
+from rlguard.evidence.head import Head, HeadUnreadable, head_path, read_head
 
 _MAX_LINE = 1 << 30
 _FIELDS = (("seq", int), ("prev", str), ("hash", str), ("kind", str))
@@ -73,8 +73,9 @@ class VerifyResult:
         """One line for people: the verdict, or the first bad line and what is wrong."""
         if self.problem is not None:
             where = f"{self.path}:{self.problem.line}" if self.problem.line is not None else f"{self.path}"
-            intact = f"; the {self.records} line(s) before it are intact" if self.problem.line else ""
-            return f"{where}: {self.problem.kind}: {self.problem.message}{intact}"
+            intact = f"; the {self.records} line(s) before it are intact" if self.problem.line and self.records else ""
+            message, _, hint = self.problem.message.partition("\nhelp: ")
+            return f"{where}: {self.problem.kind}: {message}{intact}" + (f"\nhelp: {hint}" if hint else "")
         span = f"seq {self._first_seq()}..{self.last_seq}" if self.last_seq is not None else "no records"
         if self.head == "matched":
             tail = f"chain and head checkpoint (seq {self.head_seq}) verified"
@@ -199,7 +200,9 @@ class _Scanner:
             self.last_seq = line.record["seq"]
             self.hashes = [self.hashes[1], line.record["hash"]]
         if self.records == 0:
-            return Finding(1, "truncated", "the log is empty: no header record (a recorder writes one when it opens)")
+            return Finding(1, "truncated", "the log is empty: no header record (a recorder writes one when it opens)\n"
+                           "help: the log was cut to nothing or is not the file a recorder wrote; restore it "
+                           "from a copy, or pass the right file")
         if self.head is not None and not self.head_seen:
             last = -1 if self.last_seq is None else self.last_seq
             return Finding(
@@ -264,14 +267,23 @@ class _Scanner:
             )
         if seq < expected:
             if seq == expected - 1 and prev == self.hashes[0] and p > 1:
+                # Lines p-1 and p hold the same seq and both continue from line p-2: the one the next
+                # line continues from is the genuine record, unless the head file vouches for p-1.
                 follower = self._next_record()
-                if follower is None or follower.get("prev") == record["hash"]:
+                checkpointed = self.head is not None and self.head.seq == seq and self.head.hash == self.hashes[1]
+                if follower is not None and follower.get("prev") == record["hash"] and not checkpointed:
+                    self._forget_last(seq)
                     return Finding(
                         p - 1,
                         "inserted",
                         f"the line is not part of the chain: line {p} holds the same seq {seq} and continues "
                         f"from line {p - 2}",
                     )
+                return Finding(
+                    p, "inserted",
+                    f"the line is not part of the chain: it holds the same seq {seq} as line {p - 1} and "
+                    f"continues from line {p - 2}",
+                )
             return Finding(p, "inserted", f"seq {seq} repeats an earlier record (expected seq {expected}): "
                            "a line was inserted or duplicated")
         later = self._find_seq(expected)
@@ -286,6 +298,12 @@ class _Scanner:
             "deleted",
             f"seq jumps from {expected - 1} to {seq}: {seq - expected} record(s) before this line are missing",
         )
+
+    def _forget_last(self, seq: int) -> None:
+        """Line p-1 (seq `seq`) turned out to be the inserted one: it no longer counts as intact."""
+        self.records -= 1
+        self.last_seq = seq - 1 if self.records else None
+        self.hashes = [GENESIS, self.hashes[0]]
 
     def _next_record(self) -> dict[str, Any] | None:
         for line in self.lines:
@@ -317,6 +335,8 @@ def verify_file(path: str | os.PathLike[str]) -> VerifyResult:
         stream.seek(0)
         try:
             head = read_head(log)
+        except HeadUnreadable:
+            raise  # a usage problem (exit 2), not tampering
         except EvidenceError as exc:
             return VerifyResult(log, False, 0, None, None, "failed", None, Finding(None, "edited", str(exc)))
         scanner = _Scanner(log, stream, head)
