@@ -17,6 +17,7 @@ from pathlib import Path
 
 from rlguard.evidence import charts
 from rlguard.evidence.errors import EvidenceError
+from rlguard.evidence.head import head_path
 from rlguard.evidence.owasp import CATEGORIES, category
 from rlguard.evidence.summary import ACTIONS, EvidenceSummary, summarize
 from rlguard.evidence.verify import VerifyResult, verify_file
@@ -239,6 +240,13 @@ def write_report(path: str | os.PathLike[str], out: str | os.PathLike[str]) -> V
     target = Path(os.fspath(out))
     if target.is_dir():
         raise EvidenceError(f"`{target}` is a directory\nhelp: pass a file name, e.g. `-o {target / 'report.html'}`")
+    log = Path(os.fspath(path))
+    for evidence in (log, head_path(log), log.with_name(log.name + ".torn")):
+        if _same_file(target, evidence):
+            raise EvidenceError(
+                f"`{target}` is the evidence itself (`{evidence.name}`): the report would overwrite it\n"
+                f"help: pass another file name, e.g. `-o {log.with_suffix('.html').name}`"
+            )
     page, result = build_report(path)
     try:
         target.write_text(page, encoding="utf-8")
@@ -247,6 +255,14 @@ def write_report(path: str | os.PathLike[str], out: str | os.PathLike[str]) -> V
             f"cannot write `{target}`: {exc.strerror or exc}\nhelp: pass a path in an existing, writable directory"
         ) from exc
     return result
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    """Whether `a` and `b` name the same file (through symlinks and relative paths too)."""
+    try:
+        return a.exists() and b.exists() and os.path.samefile(a, b)
+    except OSError:
+        return a.resolve() == b.resolve()
 
 
 def report_cli(path: str, out: str) -> int:

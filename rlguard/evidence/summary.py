@@ -192,8 +192,49 @@ class _Aggregator:
                     s.batch_by_tool[str(tools[code])] += 1
 
 
+def _int(value: Any) -> bool:
+    return value.__class__ is int
+
+
+def _ints(mapping: Any) -> bool:
+    """A JSON object of integer counts (or absent)."""
+    return mapping is None or (isinstance(mapping, dict) and all(_int(v) for v in mapping.values()))
+
+
+def _list(value: Any) -> bool:
+    return value is None or isinstance(value, list)
+
+
+def well_formed(record: dict[str, Any]) -> bool:
+    """Whether the fields the totals read have the types the format gives them (a line that
+    parses but does not, e.g. an edited one, is counted in ``unreadable`` rather than totalled)."""
+    kind = record.get("kind")
+    if kind == "decision":
+        return _list(record.get("violations"))
+    if kind == "batch":
+        rows = record.get("rows")
+        return (
+            _ints(record.get("counts")) and _ints(record.get("by_rule"))
+            and (record.get("n") is None or _int(record.get("n")))
+            and (record.get("step") is None or _int(record.get("step")))
+            and _list(record.get("tools"))
+            and (rows is None or (isinstance(rows, dict) and _list(rows.get("tool")) and _list(rows.get("action"))))
+        )
+    if kind == "policy":
+        layers = record.get("layers")
+        return _list(layers) and all(
+            isinstance(layer, dict) and _list(layer.get("rules"))
+            and all(isinstance(rule, dict) and _list(rule.get("tags")) for rule in layer.get("rules") or ())
+            for layer in layers or ()
+        )
+    if kind == "header":
+        return _list(record.get("redact"))
+    return True
+
+
 def summarize(path: str | os.PathLike[str]) -> EvidenceSummary:
-    """Read a log once and total it. Lines that do not parse are counted in ``unreadable``.
+    """Read a log once and total it. Lines that do not parse, or whose fields do not have the
+    format's types, are counted in ``unreadable``.
 
     Raises:
         EvidenceError: the file cannot be read.
@@ -212,7 +253,7 @@ def summarize(path: str | os.PathLike[str]) -> EvidenceSummary:
                 except orjson.JSONDecodeError:
                     summary.unreadable += 1
                     continue
-                if isinstance(record, dict):
+                if isinstance(record, dict) and well_formed(record):
                     agg.add(record)
                 else:
                     summary.unreadable += 1
