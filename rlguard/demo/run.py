@@ -339,6 +339,10 @@ def run_demo(
         progress_stream.write(f"error: `--iterations` must be at least 1, got `{iterations}`\n")
         return 2
     out_dir = Path(out)
+    if out_dir.exists() and not out_dir.is_dir():
+        progress_stream.write(f"error: `{out_dir}` is a file, not a directory\n"
+                              "  help: pass --out DIR, a directory for the demo's logs and report\n")
+        return 2
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -387,8 +391,14 @@ def run_demo(
     _print_table(result, stream)
     plotted = _plot(result, out_dir / "learning-curves.png")
     shown = next((a for a in result.arms if a.arm == "block+penalty"), result.arms[-1])
-    write_report(out_dir / shown.evidence, out_dir / "report.html")
-    (out_dir / "results.json").write_text(json.dumps(asdict(result), indent=2) + "\n")
+    try:
+        write_report(out_dir / shown.evidence, out_dir / "report.html")
+        (out_dir / "results.json").write_text(json.dumps(asdict(result), indent=2) + "\n")
+    except (OSError, EvidenceError) as exc:
+        reason = str(exc).partition("\nhelp:")[0] if isinstance(exc, EvidenceError) else exc.strerror or exc
+        progress_stream.write(f"\nerror: cannot write report.html and results.json in `{out_dir}`: {reason}\n"
+                              f"  help: make them writable files in `{out_dir}`, or pass another --out DIR\n")
+        return 2
     w = stream.write
     w(f"\nwritten to {out_dir}/: results.json, report.html (evidence of the `{shown.arm}` arm), "
       + ", ".join(a.evidence for a in result.arms) + ", deploy.jsonl"

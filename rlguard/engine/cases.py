@@ -238,7 +238,7 @@ class _CaseReader:
 def load_cases(text: str | bytes, file: str | None = None) -> list[Case]:
     """Read a case file. Raises `CaseFileError` listing every problem, each with a line and a hint."""
     try:
-        data, source = load_yaml(text, file)
+        data, source = load_yaml(text, file, what="case file")
     except PolicyError as exc:
         raise CaseFileError(exc.problems) from None
     reader = _CaseReader(source, file)

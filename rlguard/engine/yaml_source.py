@@ -181,13 +181,19 @@ class _Converter:
         raise self.fail("unsupported YAML node", node)  # pragma: no cover - yaml has three node kinds
 
 
-def load_yaml(text: str | bytes, file: str | None = None) -> tuple[Any, SourceMap]:
-    """Parse policy YAML into plain data and a `SourceMap`. Raises `PolicyError`."""
+def _split_hint(what: str) -> str:
+    return "split the policy, or derive child policies for subagents" if what == "policy" else f"split the {what}"
+
+
+def load_yaml(text: str | bytes, file: str | None = None, what: str = "policy") -> tuple[Any, SourceMap]:
+    """Parse policy YAML into plain data and a `SourceMap`. Raises `PolicyError`.
+
+    `what` names the file in messages (e.g. "case file" for a policy's test cases)."""
     if isinstance(text, bytes):
         if len(text) > MAX_POLICY_BYTES:
             raise PolicyError.single(
-                f"policy is {len(text)} bytes; the limit is {MAX_POLICY_BYTES}", file=file, code="too_large",
-                hint="split the policy, or derive child policies for subagents",
+                f"{what} is {len(text)} bytes; the limit is {MAX_POLICY_BYTES}", file=file, code="too_large",
+                hint=_split_hint(what),
             )
         raw = text
         try:
@@ -195,21 +201,21 @@ def load_yaml(text: str | bytes, file: str | None = None) -> tuple[Any, SourceMa
         except UnicodeDecodeError as exc:
             line_start = raw.rfind(b"\n", 0, exc.start) + 1
             raise PolicyError.single(
-                f"policy is not valid UTF-8 (byte {exc.start})", file=file, code="encoding",
+                f"{what} is not valid UTF-8 (byte {exc.start})", file=file, code="encoding",
                 line=raw.count(b"\n", 0, exc.start) + 1, column=exc.start - line_start + 1,
                 hint="save the file as UTF-8",
             ) from None
     if len(text.encode("utf-8", "surrogatepass")) > MAX_POLICY_BYTES:
         raise PolicyError.single(
-            f"policy is larger than {MAX_POLICY_BYTES} bytes", file=file, code="too_large",
-            hint="split the policy, or derive child policies for subagents",
+            f"{what} is larger than {MAX_POLICY_BYTES} bytes", file=file, code="too_large",
+            hint=_split_hint(what),
         )
     _scan_nesting(text, file)
     try:
         loader = yaml.SafeLoader(text)
     except yaml.reader.ReaderError as exc:
         raise PolicyError.single(
-            f"invalid character in the policy: {exc.reason}", file=file, code="yaml",
+            f"invalid character in the {what}: {exc.reason}", file=file, code="yaml",
             hint="remove control characters (other than tab and newline) and lone surrogates",
         ) from None
     try:
@@ -228,14 +234,14 @@ def load_yaml(text: str | bytes, file: str | None = None) -> tuple[Any, SourceMa
         ) from None
     except yaml.reader.ReaderError as exc:
         raise PolicyError.single(
-            f"invalid character in the policy: {exc.reason}", file=file, code="yaml",
+            f"invalid character in the {what}: {exc.reason}", file=file, code="yaml",
             hint="remove control characters (other than tab and newline) and lone surrogates",
         ) from None
     except yaml.YAMLError as exc:
         raise PolicyError.single(f"invalid YAML: {exc}", file=file, code="yaml") from None
     except RecursionError:
         raise PolicyError.single(
-            "policy is nested too deeply", file=file, code="too_deep",
+            f"{what} is nested too deeply", file=file, code="too_deep",
             hint="a policy is a few levels deep; flatten the structure",
         ) from None
     finally:
@@ -253,7 +259,7 @@ def load_yaml(text: str | bytes, file: str | None = None) -> tuple[Any, SourceMa
             line=mark.line + 1 if mark else None, column=mark.column + 1 if mark else None, code="yaml",
         ) from None
     except RecursionError:
-        raise PolicyError.single("policy is nested too deeply", file=file, code="too_deep") from None
+        raise PolicyError.single(f"{what} is nested too deeply", file=file, code="too_deep") from None
     return data, converter.source
 
 
