@@ -41,14 +41,19 @@ def repeat_rows(data: Any, repeats: int) -> Any:
     return np.repeat(np.asarray(data), repeats, axis=0)
 
 
-def batch_one(space: spaces.Space[Any], value: Any) -> Any:
-    """A single env's observation or action as a batch of one (leading axis of size 1)."""
+def batch_one(space: spaces.Space[Any], value: Any, cast: bool = True) -> Any:
+    """A single env's observation or action as a batch of one (leading axis of size 1).
+
+    With `cast`, arrays take the space's dtype (as a vector env batches observations); without,
+    they keep their own, so that an action is judged as the value the env will run (a cast to the
+    space's dtype could round or wrap it).
+    """
     if isinstance(space, (spaces.Box, spaces.Discrete, spaces.MultiBinary, spaces.MultiDiscrete)):
-        return np.expand_dims(np.asarray(value, dtype=space.dtype), 0)
+        return np.expand_dims(np.asarray(value, dtype=space.dtype) if cast else np.asarray(value), 0)
     if isinstance(space, spaces.Dict):
-        return {key: batch_one(sub, value[key]) for key, sub in space.spaces.items()}
+        return {key: batch_one(sub, value[key], cast) for key, sub in space.spaces.items()}
     if isinstance(space, spaces.Tuple):
-        return tuple(batch_one(sub, v) for sub, v in zip(space.spaces, value, strict=True))
+        return tuple(batch_one(sub, v, cast) for sub, v in zip(space.spaces, value, strict=True))
     out: Any = create_empty_array(space, 1)
     return concatenate(space, [value], out)
 

@@ -146,7 +146,6 @@ class GovernedEnv(
         gym.Wrapper.__init__(self, env)
         self._last_obs: Any = None
         self._has_obs = False
-        self._discrete = isinstance(env.action_space, spaces.Discrete)
 
     def reset(
         self, *, seed: int | None = None, options: dict[str, Any] | None = None
@@ -162,14 +161,24 @@ class GovernedEnv(
         if not self._has_obs:
             raise ResetNeeded("GovernedEnv: call reset() before step()")
         gov = self._governor
-        if self._discrete and not _is_integer(action):
-            # (Cast to an int, 1.7 would be checked as action 1, while the env may run it as 2.)
-            raise ValueError(
-                f"GovernedEnv: a Discrete action must be an integer, got {type(action).__name__} `{action!r}`\n"
-                "help: pass an int, e.g. the output of env.action_space.sample()"
-            )
+        space = self.env.action_space
+        checked: Any = action
+        if isinstance(space, spaces.Discrete):
+            if not _is_integer(action):
+                # (Cast to an int, 1.7 would be checked as action 1, while the env may run it as 2.)
+                raise ValueError(
+                    f"GovernedEnv: a Discrete action must be an integer, got {type(action).__name__} `{action!r}`\n"
+                    "help: pass an int, e.g. the output of env.action_space.sample()"
+                )
+            checked = int(checked)  # exact, whatever its dtype (a cast could wrap it)
+            start = int(space.start)
+            if not start <= checked < start + int(space.n):
+                raise ValueError(
+                    f"GovernedEnv: the action is outside the action space: `{action!r}`\n"
+                    f"help: actions are indices {start}..{start + int(space.n) - 1}"
+                )
         obs_b = batch_one(self.env.observation_space, self._last_obs)
-        decision = gov.evaluate_one(obs_b, action)
+        decision = gov.evaluate_one(obs_b, checked)
         executed = _first_row(self.env.action_space, decision.executed) if decision.any_blocked else action
         obs, reward, terminated, truncated, info = self.env.step(executed)
         shaped, _ = gov.conclude(

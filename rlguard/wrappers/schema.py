@@ -435,8 +435,9 @@ class SchemaBinding:
                 "pass the actions as an int array (e.g. the output of action_space.sample())",
             )
         start, stop = self.start, self.start + self.num_actions
-        if start == 0:
-            # One comparison checks both bounds: as unsigned, negative indices are huge.
+        if start == 0 and (kind == "u" or actions.dtype.itemsize == 8):
+            # One comparison checks both bounds: as unsigned, negative indices are huge (for int64:
+            # a narrower int viewed as unsigned could fall back inside a space of over 2**(bits-1)).
             unsigned = actions.view(_UNSIGNED[actions.dtype.itemsize]) if kind == "i" else actions
             if unsigned.size and np.maximum.reduce(unsigned, axis=None) >= stop:
                 raise self._outside(actions)
