@@ -284,8 +284,10 @@ def evaluate_batch(gate: PolicyGate, batch: ActionBatch, state: BatchPolicyState
 
     With `state` (one row per sub-env), allowed rows consume their budgets and rates in their
     own row. Without it, stateful rules are Unknown, so they deny (as `reference.decide` without
-    usage). With `pending`, that consumption is appended to it instead, for the caller to apply
-    with ``state.consume(*c)`` once the step goes ahead.
+    usage). With `pending`, the consumption is appended to it instead, for the caller to apply
+    with ``state.consume(*c)`` once the step goes ahead; its rows are those that would consume
+    if their action runs (allowed ones, and ``require_approval`` ones that an approver lets
+    run): the caller masks them with the rows that run.
 
     Raises:
         ValueError: `state` has a different number of rows than `batch`.
@@ -352,12 +354,13 @@ def _consume(namespace: Hashable, result: _LayerResult, allowed: BoolArray, stat
              now: float, pending: list[Consumption] | None) -> None:
     if state is not None:
         for rule, rows, spend in result.consume:
+            if pending is not None:  # the caller masks them with the rows that run
+                if np.count_nonzero(rows):
+                    pending.append((namespace, rule, rows, spend, now))
+                continue
             rows = rows & allowed
             if np.count_nonzero(rows):
-                if pending is None:
-                    state.consume(namespace, rule, rows, spend, now)
-                else:
-                    pending.append((namespace, rule, rows, spend, now))
+                state.consume(namespace, rule, rows, spend, now)
 
 
 def _single(plan: LayerPlan, result: _LayerResult, digest: str, invalid: BoolArray | None, namespace: Hashable,

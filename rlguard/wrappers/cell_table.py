@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import numpy.typing as npt
 
-from rlguard.engine.batch_eval import Consumption
+from rlguard.engine.batch_eval import Consumption, evaluate_batch
 from rlguard.engine.batch_state import BatchPolicyState
 from rlguard.engine.model import Compare, Rule, iter_compares
 
@@ -325,7 +325,8 @@ class CellTable:
         self.penalty = np.append(np.asarray(verdict.penalty, dtype=np.float32)[: self.rows], np.float32(0.0))
         self.action = np.append(np.asarray(verdict.action)[: self.rows], np.int8(0))
         self.rule = np.append(rule[: self.rows], np.int16(0))
-        #: Per budget or rate rule, per key: whether an allowed action consumes its usage.
+        #: Per budget or rate rule, per key: whether the action consumes its usage if it runs
+        #: (an allowed one, or a require_approval one that an approver lets run).
         self.consumed = tuple(np.append(c[: self.rows], False) for c in consumed)
         self._buffers: dict[tuple[str, int], npt.NDArray[np.bool_]] = {}
         self._rows_one: list[tuple[bool, np.int8, np.int16, np.float32]] | None = None
@@ -400,14 +401,15 @@ class CellTable:
             fields[column.name] = (values[digit], present[digit]) if column.masked else values[digit]
         batch = make_batch(index // cells, fields, rows + 1)
         state = BatchPolicyState(rows + 1)
-        before = []
         for limit in limits:
             limit.force(state, ((rest // limit.weight) % 2).astype(np.bool_))
-            before.append(state.usage_arrays(limit.namespace, limit.rule)[1].copy())
-        verdict = gate.check_batch(batch, state if limits else None)
+        pending: list[Consumption] = []
+        verdict = evaluate_batch(gate, batch, state if limits else None, pending=pending)
+        # Per limit, the rows that spend its usage if their action runs (allowed, or approved).
         consumed = tuple(
-            state.usage_arrays(limit.namespace, limit.rule)[1] != count for limit, count in zip(limits, before,
-                                                                                               strict=True)
+            np.logical_or.reduce([spent for ns, rule, spent, _, _ in pending
+                                  if ns == limit.namespace and rule == limit.rule] or [np.zeros(rows + 1, bool)])
+            for limit in limits
         )
         return cls(field_names, columns, limits, num_actions, verdict, consumed, rule_offsets)
 
@@ -487,8 +489,8 @@ class CellTable:
                 for limit, consumed, spend in zip(self.limits, self.consumed, spends, strict=True) if consumed[key]]
 
     def consumption(self, key: IntpArray, spends: list[npt.NDArray[np.float64]], now: float) -> list[Consumption]:
-        """What the rows of `key` consume (allowed actions under a budget or rate rule), as the
-        arguments of `BatchPolicyState.consume`."""
+        """What the rows of `key` would consume if their actions run (under a budget or rate rule),
+        as the arguments of `BatchPolicyState.consume`; the caller keeps the rows that run."""
         out: list[Consumption] = []
         for limit, consumed, spend in zip(self.limits, self.consumed, spends, strict=True):
             rows = consumed.take(key)

@@ -212,11 +212,11 @@ class Governor:
         space = self.action_space
         if (cells is None or self.recorder is not None or self.approval != "deny"
                 or (self.on_violation != "pass" and schema.noop is None and schema.fallback_table is None)):
-            return self.evaluate(obs, batch_one(space, action))
-        a = np.asarray(action, dtype=space.dtype)  # as `batch_one` reads it
-        idx = int(a) - binding.start if a.ndim == 0 else -1
+            return self.evaluate(obs, batch_one(space, action, cast=False))
+        a = np.asarray(action)
+        idx = int(a) - binding.start if a.ndim == 0 and a.dtype.kind in "iu" else -1
         if not 0 <= idx < cells.num_actions:
-            return self.evaluate(obs, batch_one(space, action))  # its error, or its reading of the value
+            return self.evaluate(obs, batch_one(space, action, cast=False))  # the batch path's error
         actions = a.reshape(1)
         extra: Mapping[str, Any] = {}
         if binding.fields_fn is not None:
@@ -227,8 +227,9 @@ class Governor:
             return self.evaluate(obs, actions, inputs=(np.array([idx], dtype=np.int64), extra))
         key, spends = found
         allowed, code, rule, penalty = cells.one(key)
-        for consumption in cells.consumption_one(key, spends, now):
-            self.state.consume(*consumption)
+        if allowed:  # (no approver here: an allowed action is one that runs)
+            for consumption in cells.consumption_one(key, spends, now):
+                self.state.consume(*consumption)
         self.steps += 1
         refused = np.array([not allowed])
         executed: Any = actions
@@ -322,6 +323,9 @@ class Governor:
                     penalty = penalty.copy()
                     assert verdict is not None
                     penalty[rows] = self._warn_totals(verdict, rows)
+        if pending:
+            # The rows whose proposed action runs (allowed, or approved) spend what they would.
+            pending[:] = [(ns, rule, rows & allowed, spend, at) for ns, rule, rows, spend, at in pending]
         if skip is not None and not skip_done:
             keep = ~skip
             allowed = allowed | skip
