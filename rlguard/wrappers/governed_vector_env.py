@@ -9,7 +9,6 @@ import numpy.typing as npt
 from gymnasium import spaces
 from gymnasium.core import ActType, ObsType
 from gymnasium.error import ResetNeeded
-from gymnasium.logger import warn
 from gymnasium.utils import RecordConstructorArgs
 from gymnasium.vector import AutoresetMode, VectorEnv, VectorWrapper
 
@@ -112,11 +111,14 @@ class GovernedVectorEnv(
             )
         mode = env.metadata.get("autoreset_mode")
         if mode is None:
-            warn(
-                f"{env} has no `autoreset_mode` in its metadata; GovernedVectorEnv assumes AutoresetMode.NEXT_STEP"
+            # Guessing would be unsafe: under SAME_STEP, reading a step as NEXT_STEP's reset step
+            # would let its actions run unchecked.
+            raise ValueError(
+                f"GovernedVectorEnv: `{env}` does not say how it autoresets (no `autoreset_mode` in its metadata)\n"
+                "help: set env.metadata[\"autoreset_mode\"] to a gymnasium.vector.AutoresetMode member "
+                "(NEXT_STEP, SAME_STEP or DISABLED), as Gymnasium's vector envs do"
             )
-            mode = AutoresetMode.NEXT_STEP
-        elif not isinstance(mode, AutoresetMode):
+        if not isinstance(mode, AutoresetMode):
             raise ValueError(
                 f"GovernedVectorEnv: env.metadata['autoreset_mode'] must be an AutoresetMode, got `{mode!r}`\n"
                 "help: set it to a gymnasium.vector.AutoresetMode member"

@@ -572,3 +572,14 @@ def test_a_pickled_derived_and_reloaded_gate_governs_as_the_original(tmp_path: P
     for action in [1, 1, 2, 0, 2, 1, 0, 2]:
         a, b = (env.step(action)[4]["rlguard"] for env in envs)
         assert {k: np.asarray(v).tolist() for k, v in a.items()} == {k: np.asarray(v).tolist() for k, v in b.items()}
+
+
+def test_a_vector_env_that_does_not_say_how_it_autoresets_is_refused() -> None:
+    # Guessing NEXT_STEP on a SAME_STEP env would let the first action of every episode run unchecked.
+    from gymnasium.envs.classic_control.cartpole import CartPoleVectorEnv
+
+    env = CartPoleVectorEnv(num_envs=2)
+    env.metadata = {k: v for k, v in env.metadata.items() if k != "autoreset_mode"}
+    gate = PolicyGate.from_string("version: 1\ndefault: allow\nrules: []\n")
+    with pytest.raises(ValueError, match="autoreset_mode"):
+        GovernedVectorEnv(env, gate, ActionSchema([{"tool": "a"}, {"tool": "b"}], noop=0))
