@@ -353,7 +353,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="train under the policy and show the evidence",
                        description="Train a small agent under the shipped policy in several arms, evaluate "
                        "with and without the gate, and write evidence, plots and a report.")
-    p.add_argument("--out", default="rlguard-demo", metavar="DIR", help="output directory (default: %(default)s)")
+    p.add_argument("--out", default="rlguard-demo", metavar="DIR",
+                   help="output directory; the logs a previous demo wrote there (train-*.jsonl, deploy.jsonl) "
+                   "are replaced (default: %(default)s)")
     p.add_argument("--quick", action="store_true", help="a few seconds, for CI")
     p.add_argument("--seed", type=_int, default=0, help="random seed (default: %(default)s)")
     p.add_argument("--arms", type=_arms, default=None, metavar="A,B,...", help="arms to run (default: all)")
