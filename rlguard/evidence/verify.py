@@ -151,6 +151,10 @@ def _open(path: Path) -> IO[bytes]:
         raise EvidenceError(
             f"`{path}` is a directory\nhelp: pass the log file inside it, e.g. `{path / 'evidence.jsonl'}`"
         )
+    if not path.is_file():  # a device or a FIFO: reading it could block or never end
+        raise EvidenceError(
+            f"`{path}` is not a regular file\nhelp: pass the log an EvidenceRecorder wrote, e.g. `evidence.jsonl`"
+        )
     try:
         return path.open("rb")
     except OSError as exc:

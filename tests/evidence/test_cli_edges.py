@@ -400,3 +400,19 @@ def test_a_symlink_loop_and_an_over_long_name_are_clear_errors(tmp_path: Path, c
         argv = [command, path] + (["-o", str(tmp_path / "r.html")] if command == "report" else [])
         code, _, err = run(capsys, *argv)
         assert code == 2 and err.startswith("error: ") and "help:" in err
+
+
+@pytest.mark.parametrize("device", ["/dev/zero", "fifo"])
+def test_verify_and_report_refuse_a_file_that_is_not_regular(device: str, tmp_path: Path,
+                                                             capsys: pytest.CaptureFixture[str]) -> None:
+    import os
+
+    path = Path(device)
+    if device == "fifo":
+        path = tmp_path / "evidence.jsonl"
+        os.mkfifo(path)  # reading it would block forever
+    elif not path.exists():
+        pytest.skip(f"{device} does not exist here")
+    for args in (["verify", str(path)], ["report", str(path), "-o", str(tmp_path / "r.html")]):
+        code, _, err = run(capsys, *args)
+        assert code == 2 and "not a regular file" in err and "help:" in err, err
