@@ -130,7 +130,7 @@ class _FirstMatch:
         self.stop = np.zeros(n, dtype=np.int32)
         self.pending: Int32Array | None = None  # the first Unknown require_approval, as a key code
         self.fired: list[tuple[RulePlan, BoolArray]] = []
-        self.consume: list[tuple[RulePlan, BoolArray, FloatArray]] = []
+        self.consume: list[tuple[RulePlan, BoolArray, BoolArray | None, FloatArray]] = []
 
     def rule(self, rp: RulePlan, ev: EvalContext, namespace: Hashable, state: BatchPolicyState | None,
              now: float) -> None:
@@ -158,6 +158,9 @@ class _FirstMatch:
             held, fails, failed, spend = _limits(rp, ev, namespace, state, now)
             allow = t & held
             _bump(stop, allow, rp.s_allow)
+            # §12.2: where `when` is Unknown and the limits hold, the rule is skipped, yet an
+            # allowed action still counts in its budget or rate (if evaluation reached it).
+            spent_unknown = None if f is None else held & ~(t | f)
             if fails is None and f is None and isinstance(failed, int):  # no Unknown: one stop code
                 _bump(stop, t > held, rp.s_self | (failed << 1))
             else:
@@ -171,7 +174,7 @@ class _FirstMatch:
                 code += failed << 1
                 _bump(stop, deny, code)
             if spend is not None:
-                self.consume.append((rp, allow, spend))
+                self.consume.append((rp, allow, spent_unknown, spend))
 
     def group(self, index: int, group: RuleGroup, ev: EvalContext, namespace: Hashable,
               state: BatchPolicyState | None, now: float) -> None:
@@ -202,11 +205,13 @@ class _FirstMatch:
         stop = self.stop
         warns = np.zeros((len(plan.warn_rules), n), dtype=bool)
         if self.pending is None and not np.count_nonzero(stop):
-            # No rule ended any row's evaluation: the default decides every row, and every warn
-            # rule that fired counts (nothing was consumed: only a deciding rule consumes).
+            # No rule ended any row's evaluation: the default decides every row, every warn rule
+            # that fired counts, and every rule was reached (a budget or rate rule skipped for an
+            # Unknown `when` counts what the default lets through).
             for rp, t in self.fired:
                 warns[rp.warn_slot] = t
-            return _LayerResult(int(plan.stop_keys[0]), warns, [])
+            spent = [(rp.rule, unknown, spend) for rp, _, unknown, spend in self.consume if unknown is not None]
+            return _LayerResult(int(plan.stop_keys[0]), warns, spent)
         prio = stop >> 8
         # The deciding rule's key code, or the default's where no rule definitely applied.
         best = plan.stop_keys.take(np.right_shift(stop, 5, dtype=np.intp))
@@ -217,7 +222,12 @@ class _FirstMatch:
             _bump(best, before, self.pending)
         for rp, t in self.fired:
             np.logical_and(t, prio < rp.prio, out=warns[rp.warn_slot])
-        consume = [(rp.rule, allow & (prio == rp.prio), spend) for rp, allow, spend in self.consume]
+        consume = []
+        for rp, allow, spent_unknown, spend in self.consume:
+            rows = allow & (prio == rp.prio)  # the deciding rule
+            if spent_unknown is not None:
+                rows |= spent_unknown & (prio < rp.prio)  # skipped on the way to the deciding rule
+            consume.append((rp.rule, rows, spend))
         return _LayerResult(best, warns, consume)
 
 
@@ -268,7 +278,8 @@ def _run_deny_overrides(plan: LayerPlan, ev: EvalContext, namespace: Hashable, s
             code += rp.c_self
             _bump(best, deny, code)
             if spend is not None:
-                consume.append((rp.rule, allow, spend))
+                # §12.2: an allowed action counts where `when` is true or Unknown and the limits hold
+                consume.append((rp.rule, allow if f is None else held & ~f, spend))
         definite |= t
     _bump(best, ~definite, plan.c_default)
     return _LayerResult(best, warns, consume)

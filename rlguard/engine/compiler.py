@@ -334,13 +334,15 @@ class CompiledPolicy:
             else:
                 held, failed, amount = self._limits(step, ctx, tool, state, namespace)
                 if held is True:
-                    if w is not True:
-                        continue
-                    action, decided, definite = "allow", True, True
+                    # §12.2: a budget or rate whose `when` is true or Unknown counts an allowed
+                    # action (leaving out a field never makes spending free).
                     if step.rule.stateful:
                         if consume is None:
                             consume = []
                         consume.append((step.rule.index, amount))
+                    if w is not True:
+                        continue
+                    action, decided, definite = "allow", True, True
                 else:
                     action, decided = "deny", True
                     indet = w is None or held is None
@@ -353,9 +355,10 @@ class CompiledPolicy:
         if not definite:
             strict = 2 if self.policy.default == "deny" else 0
             if strict > best_strict:
+                spent = _NO_CONSUME if consume is None or strict else tuple(consume)
                 if warns is None:
-                    return self._verdict_default, _NO_CONSUME
-                return self._factory.build(self.policy.default, None, False, "", tuple(warns)), _NO_CONSUME
+                    return self._verdict_default, spent
+                return self._factory.build(self.policy.default, None, False, "", tuple(warns)), spent
         assert best is not None
         if warns is None and not best_indet and not best_failed:
             verdict = best.plain

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import unicodedata
 from collections.abc import Mapping
 from typing import Any, NamedTuple
@@ -111,9 +112,21 @@ MAX_TOOL_NAME_LENGTH = 1024
 _INVALID_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zs", "Zl", "Zp"})
 
 
+# Unicode's Default_Ignorable_Code_Point characters: they render as nothing, so "shell.exec" with
+# one of them looks like "shell.exec" to a person while no rule naming it matches. Many are
+# letters or marks (Hangul fillers, variation selectors, the combining grapheme joiner), which
+# the categories above do not cover.
+_IGNORABLE = re.compile(
+    "[\u00ad\u034f\u061c\u115f\u1160\u17b4\u17b5\u180b-\u180f\u200b-\u200f\u202a-\u202e"
+    "\u2060-\u206f\u3164\ufe00-\ufe0f\ufeff\uffa0\ufff0-\ufff8\U0001bca0-\U0001bca3"
+    "\U0001d173-\U0001d17a\U000e0000-\U000e0fff]"
+)
+
+
 def is_invalid_tool_name(raw: str, normalized: str) -> bool:
     """Empty, too long, or holding a character of category C* (control, format, surrogate,
-    private use, unassigned) or Z* (space, line or paragraph separator), before or after NFKC.
+    private use, unassigned) or Z* (space, line or paragraph separator), or a default-ignorable
+    one (it renders as nothing), before or after NFKC.
     """
     if not raw or not normalized or len(normalized) > MAX_TOOL_NAME_LENGTH:
         return True
@@ -121,6 +134,8 @@ def is_invalid_tool_name(raw: str, normalized: str) -> bool:
         if text.isprintable() and " " not in text:
             # isprintable() is False for every character of those categories except the
             # ASCII space, which is checked beside it.
+            if not text.isascii() and _IGNORABLE.search(text):
+                return True
             continue
         for ch in text:
             if unicodedata.category(ch) in _INVALID_CATEGORIES:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import threading
+import weakref
 from collections.abc import Hashable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -43,7 +44,7 @@ class PolicyGate:
     'no rule matched (default deny)'
     """
 
-    __slots__ = ("__weakref__", "_layers", "_lock", "state")
+    __slots__ = ("__weakref__", "_children", "_extra", "_layers", "_lock", "_parent", "_state")
 
     def __init__(self, compiled: CompiledPolicy | tuple[CompiledPolicy, ...], state: PolicyState | None = None):
         layers = compiled if isinstance(compiled, tuple) else (compiled,)
@@ -51,7 +52,24 @@ class PolicyGate:
             raise TypeError("PolicyGate needs a CompiledPolicy; use PolicyGate.from_yaml / from_string / from_dict")
         self._layers: tuple[CompiledPolicy, ...] = layers
         self._lock = threading.Lock()
-        self.state = state if state is not None else PolicyState()
+        self._state: PolicyState | None = state if state is not None else PolicyState()
+        # A derived gate: the gate it was derived from and its own layers (after the parent's).
+        self._parent: PolicyGate | None = None
+        self._extra: tuple[CompiledPolicy, ...] = ()
+        self._children: weakref.WeakSet[PolicyGate] = weakref.WeakSet()
+
+    @property
+    def state(self) -> PolicyState:
+        """Budget and rate usage for `check` (a derived gate shares its parent's, as it is now)."""
+        state = self._state
+        if state is None:
+            assert self._parent is not None
+            return self._parent.state
+        return state
+
+    @state.setter
+    def state(self, state: PolicyState) -> None:
+        self._state = state
 
     # -- construction ----------------------------------------------------------------------
     @classmethod
@@ -165,18 +183,39 @@ class PolicyGate:
 
     # -- derivation and reload -------------------------------------------------------------
     def derive(self, child: PolicySource | PolicyGate) -> PolicyGate:
-        """A gate for a subagent: each decision is the stricter of this gate's and `child`'s."""
+        """A gate for a subagent: each decision is the stricter of this gate's and `child`'s.
+
+        The derived gate follows this gate: a later `reload` of this gate, or a new ``state``,
+        reaches it too (a child can only ever tighten the parent as it is now).
+        """
         extra = child._layers if isinstance(child, PolicyGate) else (compile_policy(load_policy(child)),)
-        return PolicyGate(self._layers + extra, state=self.state)
+        derived = PolicyGate(self._layers + extra)
+        derived._state = None  # the parent's state, whatever it is at each check
+        derived._parent = self
+        derived._extra = extra
+        with self._lock:
+            self._children.add(derived)
+        return derived
 
     def reload(self, source: PolicySource) -> None:
-        """Compile a new policy fully, then swap it in atomically (the root layer of a derived gate).
+        """Compile a new policy fully, then swap it in atomically; gates derived from this one follow.
 
-        An invalid policy raises `PolicyError` and the old policy stays in force.
+        For a derived gate, the root layer is replaced (until its parent reloads: it follows the
+        parent). An invalid policy raises `PolicyError` and the old policy stays in force.
         """
         compiled = compile_policy(load_policy(source if not isinstance(source, str) else Path(source)))
         with self._lock:
             self._layers = (compiled, *self._layers[1:])
+        self._propagate()
+
+    def _propagate(self) -> None:
+        """Give every gate derived from this one this gate's layers followed by its own."""
+        with self._lock:
+            children = list(self._children)
+        for child in children:
+            with child._lock:
+                child._layers = self._layers + child._extra
+            child._propagate()
 
     def __reduce__(self) -> tuple[Any, ...]:
         # A gate pickles as its policy data and recompiles on load (for async vector envs).

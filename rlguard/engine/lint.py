@@ -12,6 +12,10 @@ given). It never changes what a policy decides; `rlguard check` prints the warni
 - ``allow_all``: an ``allow`` rule for every tool with no other condition.
 - ``tool_regex_case``: a ``regex`` on ``tool`` with characters (such as upper-case letters)
   that never occur in a normalized tool name.
+- ``unmatchable_tool``: a tool name or pattern no valid tool name can match (empty, or holding a
+  space, a control or an invisible character, §6.3).
+- ``regex_newline``: a rule that restricts uses `.` in a ``regex`` without ``(?s)``: `.` does not
+  match a line break, so a multi-line value slips past ``.*rm -rf.*``.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ from collections.abc import Iterator, Mapping
 from fnmatch import fnmatchcase
 from typing import Any
 
-from rlguard.engine.context import normalize_tool_name
+from rlguard.engine.context import is_invalid_tool_name, normalize_tool_name
 from rlguard.engine.errors import Problem
 from rlguard.engine.model import AllOf, Compare, Cond, Policy, Rule
 from rlguard.engine.parser import parse_policy
@@ -144,6 +148,11 @@ class _Linter:
                         hint=f"write `{instead}:` instead; the caller sets it "
                         f"(`ActionContext(..., {instead}=...)`) and the agent cannot",
                     )
+                if key == "tool":
+                    self.unmatchable_tool(rule, value, path)
+                if key != "tool" and isinstance(value, Mapping) and isinstance(value.get("regex"), str):
+                    # (a tool name never holds a line break: the check is for other fields)
+                    self.regex_newline(rule, value["regex"], (*path, "regex"))
                 if key == "tool" and isinstance(value, Mapping) and isinstance(value.get("regex"), str):
                     bad = _unnormalized_literal(value["regex"])
                     if bad is not None:
@@ -154,6 +163,69 @@ class _Linter:
                             hint="tool names are NFKC-normalized and casefolded before matching: "
                             "write the pattern in lower case",
                         )
+
+
+    def regex_newline(self, rule: Rule, pattern: str, path: Path) -> None:
+        """Warn when a rule that restricts uses `.` in a regex without ``(?s)``: `.` stops at a line
+        break, so a multi-line value (a script, a SQL batch) slips past ``.*rm -rf.*``."""
+        if rule.verdict not in ("deny", "require_approval", "deny_if_exceeds", "warn"):
+            return
+        try:
+            compiled = re.compile(pattern)
+        except re.error:
+            return
+        if compiled.flags & re.DOTALL or not _has_any_char(pattern):
+            return
+        self.warn(
+            f"regex `{pattern}` in rule `{rule.id}` uses `.`, which does not match a line break: "
+            "a value with a newline can slip past it",
+            path, rule_id=rule.id, code="regex_newline",
+            hint=f"start the pattern with `(?s)` (`(?s){pattern}`) so that `.` matches any character",
+        )
+
+    def unmatchable_tool(self, rule: Rule, value: Any, path: Path) -> None:
+        """Warn about a tool name or pattern that no valid tool name can match (a stray space, a
+        control or invisible character, an empty string): the rule silently never applies."""
+        if isinstance(value, str):
+            operands: list[Any] = [value]
+        elif isinstance(value, Mapping):
+            operands = []
+            for op in ("eq", "glob", "in"):
+                given = value.get(op)
+                operands.extend(given if isinstance(given, list) else [given])
+        else:
+            return
+        for operand in operands:
+            if not isinstance(operand, str):
+                continue
+            normalized = normalize_tool_name(operand)
+            if not normalized or is_invalid_tool_name(operand, normalized):
+                self.warn(
+                    f"tool `{operand}` in rule `{rule.id}` can never match: no valid tool name is empty or holds "
+                    "a space, a control character or an invisible one",
+                    path, rule_id=rule.id, key=True, code="unmatchable_tool",
+                    hint="remove the stray character (tool names are compared after NFKC and casefold)",
+                )
+                return
+
+
+def _has_any_char(pattern: str) -> bool:
+    """Whether the parsed pattern uses `.` (ANY) anywhere."""
+    def walk(items: Any) -> bool:
+        for op, arg in items:
+            if op is _c.ANY:
+                return True
+            for sub in arg if isinstance(arg, (list, tuple)) else ():
+                if isinstance(sub, _p.SubPattern) and walk(sub.data):
+                    return True
+                if isinstance(sub, list) and any(isinstance(x, _p.SubPattern) and walk(x.data) for x in sub):
+                    return True
+        return False
+
+    try:
+        return walk(_p.parse(pattern).data)
+    except Exception:  # pragma: no cover - compiled above; a parser quirk is not a warning
+        return False
 
 
 def _raw_fields(cond: Mapping[str, Any], path: Path) -> Iterator[tuple[str, Any, Path]]:

@@ -28,6 +28,7 @@ OTHER = "other"
 
 _NUMPY_INTS = frozenset(t for t in np.sctypeDict.values() if issubclass(t, np.integer))
 _NUMPY_FLOATS = frozenset(t for t in np.sctypeDict.values() if issubclass(t, np.floating))
+_LONG_DOUBLE = np.longdouble
 
 # Values are classified by `type(value)`, never `value.__class__` or `isinstance` (which an object
 # can fake), and converted with the base type's own method (`str.__str__`, `int.__int__`,
@@ -66,6 +67,8 @@ def as_number(value: Any) -> int | float | None:
         return int(value)
     if cls in _NUMPY_FLOATS:
         f = float(value)
+        if cls is _LONG_DOUBLE and value != f:
+            return None  # a long double float64 cannot hold: it would be compared rounded
         return f if math.isfinite(f) else None
     if issubclass(cls, int):
         return int.__int__(value)
@@ -225,7 +228,8 @@ def scalar_predicate(cmp: Compare) -> Callable[[Any], bool | None]:
                     return None
                 return needle in text
             if issubclass(type(v), (list, tuple)):
-                for item in v:
+                # through the base type's own iterator: a subclass's __iter__ could hide items
+                for item in (list.__iter__(v) if isinstance(v, list) else tuple.__iter__(v)):
                     x = as_scalar(item, kind)
                     if x is not None and x == needle:
                         return True

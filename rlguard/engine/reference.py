@@ -111,10 +111,12 @@ def decide(policy: Policy, ctx: ActionContext, usage: Usage | None = None) -> De
             if w is False:
                 continue
             held, failed, amount = _limits(rule, ctx, tool, usage)
+            if held is True and rule.stateful:
+                # §12.2: with `when` true or Unknown, an allowed action counts in the budget or
+                # rate (leaving out a field the rule reads never makes spending free).
+                consume.append((rule.index, amount))
             if held is True and w is True:
                 candidates.append(("allow", rule, False, ""))
-                if rule.stateful:
-                    consume.append((rule.index, amount))
                 definite = decided = True
             elif held is not True:
                 candidates.append(("deny", rule, w is None or held is None, failed))

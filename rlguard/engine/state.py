@@ -67,22 +67,33 @@ def _usable_session(session: Hashable) -> bool:
 
 
 def _holds_nan(value: object) -> bool:
+    """True unless `value` is made only of values that equal themselves: str, bytes, int, bool,
+    None, a float that is not NaN, and tuples / frozensets of those. Anything else (a complex or
+    Decimal NaN, an object whose fields hold one) may not, so it counts as holding a NaN."""
+    if value is None or isinstance(value, (str, bytes, int, np.integer, np.bool_)):
+        return False
     if isinstance(value, (float, np.floating)):
         return bool(value != value)
     if isinstance(value, (tuple, frozenset)):
         return any(_holds_nan(item) for item in value)
-    return False
+    return True
 
 
 def rule_key(namespace: Hashable, rule: Rule) -> Hashable:
     """Where a rule's usage lives, in `PolicyState` and `BatchPolicyState` alike.
 
-    Usage belongs to a rule's identity and definition, not to the policy text: reloading a
-    policy whose budget rule is unchanged keeps its usage (a reload never resets budgets), and
-    changing a budget's definition starts it afresh. `namespace` separates the layers of a
-    derived gate.
+    Usage belongs to a rule's identity and to what it counts, not to the policy text: a reload
+    keeps the usage of a budget or rate rule whose id, counted field, scope and window are
+    unchanged, whatever its `max` (a reload never resets a budget), and changing what it counts
+    starts it afresh. `namespace` separates the layers of a derived gate.
     """
-    return (namespace, rule.id, rule.budget, rule.rate)
+    # Not the max: a reload that tightens (or loosens) a budget or rate keeps what was spent;
+    # one that changes what is counted (the field, the scope, the window) starts afresh.
+    if rule.budget is not None:
+        budget = rule.budget
+        return (namespace, rule.id, "budget", budget.field, budget.per, budget.window)
+    assert rule.rate is not None
+    return (namespace, rule.id, "rate", rule.rate.per, rule.rate.window)
 
 
 def rule_scope(rule: Rule) -> tuple[str, float | None]:

@@ -287,13 +287,20 @@ def test_an_allowing_budget_rule_does_not_consume_when_the_verdict_is_not_allow(
     assert g.check(flag_off).reason == "calls rate exceeded"
 
 
-def test_a_rule_with_unknown_when_does_not_consume() -> None:
+def test_a_rule_with_unknown_when_still_counts_what_it_lets_through() -> None:
+    # §12.2: `when` Unknown (no tier) and the limits hold: the rule is skipped and `fallback`
+    # allows, but the allowed action counts in the rate, so leaving out `tier` is not a way
+    # around it. Once the rate is spent, the Unknown rule denies (a limit fails).
     rule = {"id": "calls", "when": {"tool": "pay", "args.tier": {"gte": 1}}, "verdict": "deny_if_exceeds",
             "rate": {"max": 1, "per": "episode"}}
     g = make_gate(policy(rule, {"id": "fallback", "when": {"tool": "pay"}, "verdict": "allow"}))
-    assert run(g, [1, 1, 1]) == ["allow"] * 3  # when Unknown, limits hold: skipped, `fallback` allows
+    assert run(g, [1, 1, 1]) == ["allow", "deny", "deny"]
     with_tier = ActionContext("pay", {"tier": 1})
-    assert [g.check(with_tier).action for _ in range(2)] == ["allow", "deny"]
+    assert g.check(with_tier).action == "deny"  # the same rate, spent by the first call
+    other = make_gate(policy(rule, {"id": "fallback", "when": {"tool": "pay"}, "verdict": "allow"}))
+    assert [other.check(with_tier).action for _ in range(2)] == ["allow", "deny"]
+    # A rule whose `when` is false counts nothing.
+    assert [other.check(ActionContext("pay", {"tier": 0})).action for _ in range(3)] == ["allow"] * 3
 
 
 def test_derived_gates_consume_only_when_every_layer_allows() -> None:

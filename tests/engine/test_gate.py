@@ -290,11 +290,17 @@ def test_hostile_tool_name_and_session_never_raise() -> None:
     assert g.check(hostile) == g.check(ActionContext("t", session="other"))
 
 
-def test_evaluation_errors_deny() -> None:
-    # §8.5: a value that raises while a rule reads it (here a list whose iteration raises, under
-    # `contains`) stops evaluation with a deny.
+def test_evaluation_errors_deny(monkeypatch: pytest.MonkeyPatch) -> None:
+    # §8.5: an error while a rule reads a value stops evaluation with a deny. (Values are read
+    # through their base types, so no value raises on its own any more: the reading is made to.)
+    from rlguard.engine import operators
+
+    def broken(value: Any) -> str | None:
+        raise RuntimeError("read")
+
     g = PolicyGate.from_dict({"version": 1, "default": "allow", "rules": [
         {"id": "r-contains", "when": {"args.v": {"contains": "a"}}, "verdict": "deny"}]})
+    monkeypatch.setattr(operators, "as_text", broken)
     v = g.check(ActionContext("t", {"v": HostileList(["a"])}))
     assert (v.action, v.allowed, v.rule_id, v.reason) == ("deny", False, None, "evaluation error: RuntimeError")
     assert (v.severity, v.penalty, v.violations, v.indeterminate) == ("high", 50.0, (), True)

@@ -302,6 +302,21 @@ _row = st.tuples(_value, st.sampled_from(INT_VALUES), st.sampled_from([-2.0, -1.
                  st.sampled_from([-1.0, -2.0, *[float(v) for v in INT_VALUES if 0 <= v < 2**53]]))
 
 
+def _too_many_cells(policy: dict[str, Any]) -> bool:
+    """Whether the policy's table for `mixed_fields` gets built once MAX_CELLS is out of the way."""
+    from rlguard.wrappers import cell_table
+
+    saved = cell_table.MAX_CELLS
+    cell_table.MAX_CELLS = 1 << 22
+    try:
+        obs = [np.zeros((1, 4))] * 2
+        env = GovernedVectorEnv(ScriptedVectorEnv(obs, [np.zeros(1, dtype=bool)]), PolicyGate.from_dict(policy),
+                                ActionSchema(TABLE, fields=mixed_fields), on_violation="pass")
+        return env.precomputed and env._governor.binding.cells.rows > saved  # type: ignore[union-attr]
+    finally:
+        cell_table.MAX_CELLS = saved
+
+
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     policy=_stateful_policies(),
@@ -333,10 +348,12 @@ def test_the_table_decides_and_consumes_as_the_batch_evaluator(
             env._governor.binding.cells = None  # the batch evaluator decides every step
         env.reset(seed=0)
         envs.append(env)
-    # The table decides (the columns are finite), unless an int amount meets a budget max that
-    # float64 cannot tell from its neighbours.
+    # The table decides, unless an int amount meets a budget max that float64 cannot tell from
+    # its neighbours, or the table would have more than MAX_CELLS rows.
     big_budget = any(r.get("budget", {}).get("max", 0) >= 2**53 for r in policy["rules"])
-    assert envs[0].precomputed != big_budget
+    assert not (big_budget and envs[0].precomputed)
+    if not big_budget and not envs[0].precomputed:
+        assert _too_many_cells(policy), "no table, and not for its size"
     for _, actions, _ in steps:
         a = np.array(actions)
         assert np.array_equal(envs[0].action_masks(), envs[1].action_masks())
