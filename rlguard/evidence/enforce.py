@@ -25,6 +25,8 @@ def enforce(
         result = TOOLS[ctx.tool](**ctx.args)
 
     The first call for a policy also writes a ``policy`` record (rule ids and tags) for reports.
+    With a ``durability="buffered"`` recorder, an allowed decision is written to the file (with the
+    records buffered before it) before `enforce` returns.
     Budgets and rates are consumed by the check (as `PolicyGate.check` does), before recording.
 
     Raises:
@@ -35,9 +37,11 @@ def enforce(
     """
     verdict = gate.check(ctx, state)
     recorder.record_policy(gate)
-    recorder.record(ctx, verdict)
     if verdict.allowed:
+        # In buffered mode too, the decision is in the file before the action may run.
+        recorder._record_written(ctx, verdict)
         return verdict
+    recorder.record(ctx, verdict)
     if verdict.action == "require_approval":
         raise ApprovalRequired(verdict, ctx)
     raise ActionBlocked(verdict, ctx)

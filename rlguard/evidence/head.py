@@ -7,6 +7,7 @@ records. It is replaced atomically (temp file, then rename), so it is never torn
 
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,14 +42,19 @@ def write_head(log: Path, head: Head, *, fsync: bool) -> None:
     )
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
     try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view) :]
-        if fsync:
-            os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, target)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+            if fsync:
+                os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(OSError):  # no stray temp file beside the log
+            os.unlink(tmp)
+        raise
     if fsync:
         dir_fd = os.open(target.parent, os.O_RDONLY)
         try:

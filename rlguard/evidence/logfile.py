@@ -53,6 +53,7 @@ class LogFile:
     def __init__(self, path: Path, *, repair: bool) -> None:
         self.path = path
         self.damaged = False
+        self._side_start = 0  # the size of the side file before `_move_torn` appended to it
         self.pid = os.getpid()
         self.fd = _open_locked(path)
         try:
@@ -132,7 +133,7 @@ class LogFile:
                     f"help: reopen with `EvidenceRecorder(..., repair=True)`: it moves the torn bytes to "
                     f"`{torn_path(self.path).name}` and records the repair; the records before it are intact"
                 )
-            fixed = self._move_torn(end, size)
+        # The head file is checked before anything moves: a refused open leaves the log unchanged.
         head = read_head(self.path)
         if head is not None and (head.seq > seq or (head.seq == seq and head.hash != last_hash)):
             where = f"ends at seq {seq}" if seq >= 0 else "holds no complete record"
@@ -143,12 +144,12 @@ class LogFile:
                 f"help: run `rlguard verify {self.path}` and keep this log as evidence; record into a new file "
                 "(if you deleted the log on purpose, delete its head file too)"
             )
+        if end < size:
+            fixed = self._move_torn(end, size)
         return seq, last_hash, fixed
 
     def _check_first_line(self) -> None:
-        first = os.pread(self.fd, _CHUNK, 0)
-        newline = first.find(b"\n")
-        line = first[:newline] if newline >= 0 else first
+        line = self._first_line()
         try:
             record = orjson.loads(line)
         except orjson.JSONDecodeError:
@@ -178,6 +179,21 @@ class LogFile:
             )
         return record  # type: ignore[no-any-return]
 
+    def _first_line(self) -> bytes:
+        """The first line (without its newline), however long (a header with many patterns)."""
+        chunks: list[bytes] = []
+        pos = 0
+        while True:
+            chunk = os.pread(self.fd, _CHUNK, pos)
+            newline = chunk.find(b"\n")
+            if newline >= 0:
+                chunks.append(chunk[:newline])
+                return b"".join(chunks)
+            if not chunk:
+                return b"".join(chunks)
+            chunks.append(chunk)
+            pos += len(chunk)
+
     def _rfind_newline(self, end: int) -> int:
         """Offset of the last newline before `end`, or -1."""
         pos = end
@@ -195,6 +211,7 @@ class LogFile:
         try:
             out = os.open(side, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644)
             try:
+                self._side_start = os.fstat(out).st_size
                 pos = offset
                 while pos < size:
                     chunk = os.pread(self.fd, min(_CHUNK, size - pos), pos)
@@ -215,6 +232,33 @@ class LogFile:
                 f"cannot move the torn tail of `{self.path}` to `{side}`: {exc.strerror or exc}"
             ) from exc
         return Repair(offset=offset, length=size - offset, sha256=digest.hexdigest(), side_file=side)
+
+    def undo_repair(self) -> None:
+        """Put the torn bytes that `_move_torn` moved aside back at the end of the log (cut to where it
+        was), and take them out of the side file: for an open that failed after its repair. Raises `OSError`."""
+        fixed = self.repair
+        if fixed is None:
+            return
+        os.ftruncate(self.fd, fixed.offset)  # anything this open appended (it failed: nobody acted on it)
+        side = os.open(fixed.side_file, os.O_RDWR | os.O_CLOEXEC)
+        try:
+            pos = self._side_start
+            end = pos + fixed.length
+            while pos < end:
+                chunk = os.pread(side, min(_CHUNK, end - pos), pos)
+                if not chunk:
+                    raise OSError(5, "the side file is shorter than the bytes moved into it")
+                view = memoryview(chunk)
+                while view:
+                    view = view[os.write(self.fd, view) :]
+                pos += len(chunk)
+            os.fsync(self.fd)
+            os.ftruncate(side, self._side_start)
+        finally:
+            os.close(side)
+        if self._side_start == 0:
+            fixed.side_file.unlink(missing_ok=True)
+        self.repair = None
 
 
 def _open_locked(path: Path) -> int:

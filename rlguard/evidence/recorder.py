@@ -7,6 +7,7 @@ import contextlib
 import hashlib
 import os
 import socket
+import sys
 import threading
 import time
 import uuid
@@ -26,7 +27,7 @@ from rlguard.evidence.batchrecord import DETAILS, batch_pieces
 from rlguard.evidence.chain import CANONICAL, FORMAT_VERSION, seal
 from rlguard.evidence.clock import UtcClock
 from rlguard.evidence.errors import EvidenceError
-from rlguard.evidence.head import Head, write_head
+from rlguard.evidence.head import Head, head_path, write_head
 from rlguard.evidence.logfile import LogFile, Repair
 from rlguard.evidence.policyrecord import policy_digest, policy_record
 from rlguard.evidence.redaction import DEFAULT_REDACT, Redactor
@@ -72,14 +73,15 @@ class EvidenceRecorder:
     [0, 0]
 
     Args:
-        sink: the log file. An existing log is continued (its chain goes on); a new one starts
-            with a header record.
+        sink: the log file (made absolute on open, so a later ``os.chdir`` does not move it). An
+            existing log is continued (its chain goes on); a new one starts with a header record.
         redact: key globs (case-insensitive, any depth of ``args``, ``tool_meta``, ``context``
             and mapping-valued fields) whose values are written as ``"[REDACTED]"``; listed in
             the header. Defaults to `DEFAULT_REDACT`; ``()`` records everything.
         durability: ``"flush"`` (default: one ``write`` per record, no fsync; survives a process
             crash, not a power loss), ``"fsync"`` (fsync each record) or ``"buffered"``
-            (written every 64 KiB and at `flush` / `close`; a crash loses the buffer).
+            (written every 64 KiB and at `flush` / `close`; a crash loses the buffer; `enforce`
+            writes it before it returns an allow).
         repair: when the log ends with a torn line (a crash mid-write), move those bytes to
             ``<sink>.torn`` and record a ``repair`` record instead of raising `EvidenceError`.
         policy: a `PolicyGate` (or `CompiledPolicy` / `Policy`) whose rules and tags to record
@@ -91,7 +93,10 @@ class EvidenceRecorder:
             head file says.
 
     All methods are thread-safe. After a write fails, `record` keeps raising `EvidenceError`
-    unless the failed bytes could be rolled back.
+    unless the failed bytes could be rolled back. When the head file cannot be written, the record
+    that was just written stands, and the next record is refused (before it is written) until the
+    head file can be written again. A recorder cannot be copied or pickled (two copies would fork
+    the chain).
     """
 
     def __init__(
@@ -119,7 +124,8 @@ class EvidenceRecorder:
         self._buffering = durability == "buffered"
         self._fsync_each = durability == "fsync"
         self._direct = durability == "flush"
-        self._path = Path(os.fspath(sink))
+        # Absolute: a later os.chdir must not move the head file (or another log's) under us.
+        self._path = Path(os.path.abspath(os.fspath(sink)))
         self._run_id = uuid.uuid4().hex
         self._lock = threading.Lock()
         self._policy_lock = threading.Lock()
@@ -134,6 +140,8 @@ class EvidenceRecorder:
         self._buffer: list[bytes] = []
         self._pending = 0
         self._broken: str | None = None
+        self._head_failed = False  # `_broken` only because the head file could not be written: retried
+        self._sync_threads: set[int] = set()  # buffered mode: threads whose next record is written at once
         self._forked = False
 
         self._log = LogFile(self._path, repair=repair)
@@ -143,7 +151,8 @@ class EvidenceRecorder:
         self._written = (self._last_seq, self._prev)  # buffered mode: what is in the file
         # The next checkpoint is due at this seq or this time (see `_checkpoint`).
         self._checkpoint_seq = self._last_seq + CHECKPOINT_RECORDS
-        self._checkpoint_ns = 0
+        # No checkpoint before the `flush` below: until then a failed open can be undone.
+        self._checkpoint_ns = 1 << 62
         try:
             resumed = self._last_seq >= 0
             if self._log.repair is not None and resumed:
@@ -154,7 +163,17 @@ class EvidenceRecorder:
             if policy is not None:
                 self.record_policy(policy)
             self.flush()
-        except BaseException:
+        except BaseException as exc:
+            repaired = self._log.repair
+            try:
+                if repaired is not None:
+                    self._log.undo_repair()  # a refused open leaves the log as it found it
+            except OSError as undo:
+                self._log.close()
+                raise EvidenceError(
+                    f"{exc}\nthe torn bytes of `{self._path}` could not be put back ({undo.strerror or undo}); "
+                    f"they are in `{repaired.side_file if repaired is not None else '?'}`"
+                ) from exc
             self._log.close()
             raise
         _OPEN.add(self)
@@ -240,7 +259,7 @@ class EvidenceRecorder:
         lock.acquire()  # cheaper than `with` on this path
         try:
             if self._broken is not None:
-                raise EvidenceError(self._broken)
+                self._refuse()
             ns = _time_ns()
             us = ns // 1000
             ms = us // 1000
@@ -362,7 +381,7 @@ class EvidenceRecorder:
         lock.acquire()
         try:
             if self._broken is not None:
-                raise EvidenceError(self._broken)
+                self._refuse()
             ns = _time_ns()
             us = ns // 1000
             ms = us // 1000
@@ -419,7 +438,7 @@ class EvidenceRecorder:
         """Chain and write `record` (a new dict of its fields: seq, ts and prev are added to it)."""
         with self._lock:
             if self._broken is not None:
-                raise EvidenceError(self._broken)
+                self._refuse()
             ts, ns = self._clock.now()
             seq = self._last_seq + 1
             record["seq"] = seq
@@ -432,17 +451,49 @@ class EvidenceRecorder:
             line, hash_ = seal(body)
             self._commit(line, seq, hash_.encode(), ns)
 
+    def _record_written(self, ctx: ActionContext, verdict: Verdict) -> None:
+        """`record`, and in buffered mode write the buffer before returning (for `enforce`)."""
+        if not self._buffering:
+            self.record(ctx, verdict)
+            return
+        thread = threading.get_ident()
+        self._sync_threads.add(thread)
+        try:
+            self.record(ctx, verdict)
+        finally:
+            self._sync_threads.discard(thread)
+
     # -- writing (under the lock) --------------------------------------------------------------
+    def _refuse(self) -> None:
+        """`_broken` is set: raise it, unless it was only a head file that can now be written."""
+        if self._head_failed and self._log.fd >= 0:
+            with contextlib.suppress(EvidenceError):
+                self._checkpoint(self._clock.now()[1], strict=True)
+            if self._broken is None:
+                return
+        raise EvidenceError(self._broken)
+
     def _commit(self, line: bytes, seq: int, prev: bytes, ns: int) -> None:
         if self._buffering:
             self._buffer.append(line)
-            self._pending += len(line)
+            pending = self._pending = self._pending + len(line)
+            before = self._prev
             self._last_seq = seq
             self._prev = prev
-            if self._pending >= BUFFER_BYTES:
+            if pending < BUFFER_BYTES and not (self._sync_threads and threading.get_ident() in self._sync_threads):
+                return
+            try:
                 self._drain()
-                if seq >= self._checkpoint_seq or ns >= self._checkpoint_ns:
-                    self._checkpoint(ns)
+            except EvidenceError:
+                # This record was not written and the caller is told so: it must not be written
+                # later either. The records accepted before it stay buffered for a retry.
+                self._buffer.pop()
+                self._pending -= len(line)
+                self._last_seq = seq - 1
+                self._prev = before
+                raise
+            if seq >= self._checkpoint_seq or ns >= self._checkpoint_ns:
+                self._checkpoint(ns)
             return
         try:
             written = _write(self._fd, line)
@@ -450,10 +501,16 @@ class EvidenceRecorder:
             raise EvidenceError(self._write_error(exc, rollback=0)) from exc
         if written != len(line):
             self._write_rest(line, written)
+        if self._fsync_each:
+            try:
+                self._log.fsync()
+            except OSError as exc:
+                self._log.rollback(len(line))  # the caller is told the record was not written
+                self._head_failed = False  # a permanent stop: no head retry may clear it
+                self._broken = f"fsync of `{self._path}` failed ({exc.strerror or exc}); the recorder stopped"
+                raise EvidenceError(self._broken) from exc
         self._last_seq = seq
         self._prev = prev
-        if self._fsync_each:
-            self._fsync()
         if seq >= self._checkpoint_seq or ns >= self._checkpoint_ns:
             self._checkpoint(ns)
 
@@ -484,13 +541,18 @@ class EvidenceRecorder:
         try:
             self._log.fsync()
         except OSError as exc:
+            self._head_failed = False  # a permanent stop: no head retry may clear it
             self._broken = f"fsync of `{self._path}` failed ({exc.strerror or exc}); the recorder stopped"
             raise EvidenceError(self._broken) from exc
 
-    def _checkpoint(self, ns: int) -> None:
+    def _checkpoint(self, ns: int, *, strict: bool = False) -> None:
+        """Write the head file. The records are in the log already: a failure to write the head file
+        raises only when `strict` (flush, close); otherwise it marks the recorder so that the next
+        record is refused (see `_refuse`). A deleted log always raises."""
         seq, prev = self._on_disk()
         if seq < 0:
             return
+        self._check_linked()
         try:
             write_head(
                 self._path,
@@ -498,12 +560,34 @@ class EvidenceRecorder:
                 fsync=self._durability == "fsync",
             )
         except OSError as exc:
-            raise EvidenceError(
-                f"cannot write the head file of `{self._path}`: {exc.strerror or exc} "
-                f"(records up to seq {seq} are in the log)"
-            ) from exc
+            self._head_failed = True
+            self._broken = (
+                f"cannot write the head file `{head_path(self._path)}`: {exc.strerror or exc} (records up to seq "
+                f"{seq} are in the log); no record is accepted until it can be written, and the action must not "
+                "run\nhelp: free disk space or fix the permissions of its directory, then retry"
+            )
+            if strict:
+                raise EvidenceError(self._broken) from exc
+            return
+        if self._head_failed:
+            self._head_failed = False
+            self._broken = None
         self._checkpoint_seq = seq + CHECKPOINT_RECORDS
         self._checkpoint_ns = ns + CHECKPOINT_NS
+
+    def _check_linked(self) -> None:
+        """Raise (and stop) when the log file was deleted (or renamed away) while open: records go nowhere."""
+        try:
+            links = os.fstat(self._fd).st_nlink
+        except OSError:
+            return  # the next write reports it
+        if links == 0:
+            self._head_failed = False
+            self._broken = (
+                f"the evidence log `{self._path}` was deleted while the recorder had it open; records written "
+                "since are lost and the action must not run\nhelp: open a new EvidenceRecorder"
+            )
+            raise EvidenceError(self._broken)
 
     def _write_error(self, exc: OSError, rollback: int | None = None) -> str:
         """The message for a failed write; first cut the `rollback` bytes it wrote, unless None (done)."""
@@ -514,6 +598,7 @@ class EvidenceRecorder:
             "and the action must not run\nhelp: free disk space or fix permissions, then retry"
         )
         if self._log.damaged:  # a partial line is stuck at the end: nothing may be chained after it
+            self._head_failed = False  # a permanent stop: no head retry may clear it
             self._broken = (
                 f"the evidence recorder for `{self._path}` stopped after a failed write it could not undo\n"
                 f"help: reopen the log with `EvidenceRecorder(..., repair=True)`"
@@ -522,31 +607,56 @@ class EvidenceRecorder:
 
     # -- lifecycle -----------------------------------------------------------------------------
     def flush(self) -> None:
-        """Write any buffered records and checkpoint the head file. Raises `EvidenceError`."""
+        """Write any buffered records and checkpoint the head file.
+
+        Raises:
+            EvidenceError: they could not be written; the buffered records are kept, so `flush`
+                can be retried.
+        """
         with self._lock:
-            if self._broken is not None:
+            if self._broken is not None and not self._head_failed:
                 raise EvidenceError(self._broken)
             self._drain()
-            self._checkpoint(self._clock.now()[1])
+            self._checkpoint(self._clock.now()[1], strict=True)
 
     def close(self) -> None:
-        """Flush, checkpoint, release the lock and close the file. Idempotent."""
+        """Flush, checkpoint, release the lock and close the file. Idempotent.
+
+        Raises:
+            EvidenceError: the buffered records or the head file could not be written; the
+                recorder stays open with its buffer, so `close` (or `flush`) can be retried. Or
+                the recorder had stopped after a failed write with records still buffered: they
+                are lost (the file is closed).
+        """
         with self._lock:
             if self._log.fd < 0:
                 return
             if self._forked:
                 self._log.close()  # closes our copy only: the parent keeps its lock
                 return
-            try:
-                if self._broken is None:
-                    self._drain()
-                    if self._fsync_each:
-                        self._fsync()
-                    self._checkpoint(self._clock.now()[1])
-            finally:
-                self._broken = f"the evidence recorder for `{self._path}` is closed"
-                self._log.close()
-                _OPEN.discard(self)
+            if self._broken is None or self._head_failed:
+                self._drain()
+                if self._fsync_each:
+                    self._fsync()
+                self._checkpoint(self._clock.now()[1], strict=True)
+            reason, lost = self._broken, len(self._buffer)
+            self._buffer.clear()
+            self._pending = 0
+            self._head_failed = False  # a permanent stop: no head retry may clear it
+            self._broken = f"the evidence recorder for `{self._path}` is closed"
+            self._log.close()
+            _OPEN.discard(self)
+            if lost:
+                raise EvidenceError(f"{lost} buffered evidence records for `{self._path}` were lost: {reason}")
+
+    def __copy__(self) -> EvidenceRecorder:
+        raise TypeError(_NO_COPY)
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> EvidenceRecorder:
+        raise TypeError(_NO_COPY)
+
+    def __reduce__(self) -> str | tuple[Any, ...]:
+        raise TypeError(_NO_COPY)
 
     def __enter__(self) -> EvidenceRecorder:
         return self
@@ -561,10 +671,24 @@ class EvidenceRecorder:
         return f"EvidenceRecorder({str(self._path)!r}, {state}, durability={self._durability!r})"
 
 
+_NO_COPY = (
+    "an EvidenceRecorder cannot be copied or pickled: two copies would fork its hash chain\n"
+    "help: share the one recorder (it is thread-safe), or open a new EvidenceRecorder on its own file"
+)
+
+
 def _close_all() -> None:
+    # At exit there is no caller left to raise to: say on stderr what could not be written.
     for recorder in list(_OPEN):
-        with contextlib.suppress(EvidenceError, OSError):  # at exit there is no caller left to tell
+        pending = 0 if recorder._forked else len(recorder._buffer)
+        try:
             recorder.close()
+        except (EvidenceError, OSError) as exc:
+            reason = (str(exc).splitlines() or [type(exc).__name__])[0].split("; the record was not written")[0]
+            what = f"{pending} buffered evidence records were lost" if pending else "the head file was not updated"
+            print(f"rlguard: at exit, {what} for `{recorder.path}`: {reason}", file=sys.stderr)
+            with contextlib.suppress(OSError):
+                recorder._log.close()
 
 
 def _after_fork_in_child() -> None:
@@ -573,6 +697,8 @@ def _after_fork_in_child() -> None:
         recorder._lock = threading.Lock()  # another thread may have held it at fork time
         recorder._policy_lock = threading.Lock()
         recorder._forked = True
+        recorder._head_failed = False
+        recorder._sync_threads = set()
         recorder._broken = (
             f"the evidence recorder for `{recorder.path}` belongs to process {os.getppid()}, not this forked child\n"
             "help: open a new EvidenceRecorder on its own file in each process"
