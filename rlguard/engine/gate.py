@@ -125,9 +125,13 @@ class PolicyGate:
     def check(self, ctx: ActionContext, state: PolicyState | None = None) -> Verdict:
         """Decide one action. Allowed actions consume budgets and rates in `state` (default: ours)."""
         layers = self._layers  # one snapshot: a concurrent reload swaps the tuple, never mutates it
+        if state is None:
+            state = self._state
+            if state is None:  # a derived gate: its parent's state, as it is now
+                state = self.state
         if len(layers) == 1:
-            return layers[0].check(ctx, self.state if state is None else state)
-        return self._check_layers(layers, ctx, self.state if state is None else state)
+            return layers[0].check(ctx, state)
+        return self._check_layers(layers, ctx, state)
 
     def _check_layers(self, layers: tuple[CompiledPolicy, ...], ctx: ActionContext, state: PolicyState) -> Verdict:
         # Decide every layer without consuming, then consume only if all of them allow.
