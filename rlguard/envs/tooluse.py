@@ -440,6 +440,12 @@ class ToolUseVectorEnv(VectorEnv[ObsArray, ActArray, npt.NDArray[Any]]):
             seeds = list(seed)
             if len(seeds) != n:
                 raise ValueError(f"ToolUseVectorEnv.reset: got {len(seeds)} seeds for num_envs={n}")
+            for s in seeds:
+                if s is not None and (not isinstance(s, (int, np.integer)) or isinstance(s, bool) or s < 0):
+                    raise ValueError(
+                        f"ToolUseVectorEnv.reset: each seed must be an int ≥ 0 or None, got `{s!r}`\n"
+                        "help: pass seeds as Gymnasium's envs take them, e.g. seed=[0, 1, 2, 3]"
+                    )
 
         mask = np.ones(n, dtype=np.bool_)
         if options is not None and "reset_mask" in options:
@@ -480,7 +486,13 @@ class ToolUseVectorEnv(VectorEnv[ObsArray, ActArray, npt.NDArray[Any]]):
         """Makes each sub-env's tool call and moves on, autoresetting ended sub-envs per ``autoreset_mode``."""
         if self._keys is None:
             raise RuntimeError("ToolUseVectorEnv.step called before reset()")
-        a = np.asarray(actions, dtype=np.int64).reshape(-1)
+        given = np.asarray(actions)
+        if given.dtype.kind not in "iu":  # a float would be truncated to another action
+            raise ValueError(
+                f"ToolUseVectorEnv: actions must be integers, got an array of dtype `{given.dtype}`\n"
+                "help: pass action indices, e.g. envs.action_space.sample()"
+            )
+        a = given.astype(np.int64).reshape(-1)  # (a uint64 beyond int64 turns negative: refused below)
         if a.shape != (self.num_envs,) or ((a < 0) | (a >= NUM_ACTIONS)).any():
             raise ValueError(
                 f"ToolUseVectorEnv: expected {self.num_envs} actions in [0, {NUM_ACTIONS}), got {actions!r}"

@@ -57,11 +57,22 @@ class CompositeReward(RewardShaper):
 
     def __call__(self, reward: npt.ArrayLike, verdicts: VerdictArrays, done: npt.ArrayLike | None = None) -> FloatArray:
         r = as_reward(reward)
-        total: FloatArray = r.copy()
+        if len(self.shapers) == 1 and self.weights[0] == 1.0:
+            # reward + (shaped - reward) is the shaper's own output (also where it is infinite)
+            only: FloatArray = np.asarray(self.shapers[0](r, verdicts, done)).astype(r.dtype, copy=True)
+            return only
+        # In float64, rounded once to the reward's dtype (float16/float32 rewards are exact in it).
+        base = r.astype(np.float64)
+        total = base.copy()
         for shaper, weight in zip(self.shapers, self.weights, strict=True):
-            delta = shaper(r, verdicts, done) - r
+            shaped = np.asarray(shaper(r, verdicts, done), dtype=np.float64)
+            with np.errstate(invalid="ignore"):
+                delta = shaped - base
+            # A row the shaper leaves as it is (an infinite reward included) adds nothing.
+            delta[shaped == base] = 0.0
             total = total + (delta if weight == 1.0 else weight * delta)
-        return total.astype(r.dtype, copy=False)
+        out: FloatArray = total.astype(r.dtype, copy=False)
+        return out
 
     def reset(self, mask: npt.ArrayLike | None = None) -> None:
         """Reset every shaper."""

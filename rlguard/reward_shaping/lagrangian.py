@@ -34,8 +34,9 @@ class LagrangianPenalty(RewardShaper):
     The mean is over the episodes that ended since the last update; λ is updated once at
     least ``min_episodes`` episodes have ended (so per "epoch" of episodes, like OmniSafe's
     once-per-epoch update), or only when you call `update` yourself (``auto_update=False``).
-    OmniSafe applies λ to the cost advantage and normalizes by ``1 + λ``; here it is applied to
-    the reward, which is the same objective without the normalization.
+    This is the plain gradient form; OmniSafe's PPO-Lag steps λ with Adam, so tune ``lr`` rather
+    than copy its value. OmniSafe applies λ to the cost advantage and normalizes by ``1 + λ``;
+    here it is applied to the reward, which is the same objective without the normalization.
 
     The step cost is 1.0 per refused action (``cost="violation"``, Safety-Gymnasium's
     convention) or the policy's penalty (``cost="penalty"``).
@@ -79,9 +80,9 @@ class LagrangianPenalty(RewardShaper):
         )
         self.multiplier = min(check_number(owner, "multiplier_init", multiplier_init), self.max_multiplier)
         self.cost: CostKind = check_cost_kind(owner, cost)
-        if not isinstance(min_episodes, int) or isinstance(min_episodes, bool) or min_episodes < 1:
+        if not isinstance(min_episodes, (int, np.integer)) or isinstance(min_episodes, bool) or min_episodes < 1:
             raise ValueError(f"{owner}: `min_episodes` must be an int ≥ 1, got `{min_episodes!r}`\nhelp: pass e.g. 1")
-        self.min_episodes = min_episodes
+        self.min_episodes = int(min_episodes)
         self.auto_update = bool(auto_update)
         self._episode = EpisodeSums()
         self._ended_sum = 0.0
@@ -92,6 +93,13 @@ class LagrangianPenalty(RewardShaper):
     def __call__(self, reward: npt.ArrayLike, verdicts: VerdictArrays, done: npt.ArrayLike | None = None) -> FloatArray:
         r = as_reward(reward)
         cost = step_cost(verdicts, self.cost)
+        if not np.isfinite(cost).all() or (cost < 0).any():
+            # Checked before any state changes: one such cost would otherwise stay in the sums.
+            raise ValueError(
+                f"LagrangianPenalty: the step costs must be finite numbers ≥ 0, got `{cost!r}`\n"
+                "help: check the verdicts' `penalty` (the policy's penalties are; a shaper used on its own "
+                "takes what it is given)"
+            )
         shaped: FloatArray = r - self.multiplier * cost if self.multiplier else r.copy()
         sums = self._episode.add("LagrangianPenalty", cost)
         ended = done_mask(done, sums.shape)
