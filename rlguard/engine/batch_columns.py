@@ -59,6 +59,8 @@ class ToolVocabulary:
             return code
         if not isinstance(name, str):
             raise TypeError(f"tool names are str, got {type(name).__name__} `{name!r}`")
+        if type(name) is not str:  # a subclass: the string it holds, not its own casefold() or __eq__
+            return self.code(str.__str__(name))
         code = len(self.names)
         normalized = normalize_tool_name(name)
         self.names.append(name)
@@ -225,7 +227,7 @@ def _group_objects(data: npt.NDArray[np.object_]) -> tuple[IntArray, list[Any]]:
         if value is None:
             codes[i] = -1
             continue
-        cls = value.__class__
+        cls = type(value)  # (not __class__, which an object can fake)
         key = (cls, value) if cls in value_keyed else (None, id(value))
         code = index.get(key)
         if code is None:
@@ -245,6 +247,9 @@ def parse_field(name: str) -> FieldRef:
     if root not in FIELD_ROOTS or any(seg == "" for seg in rest):
         raise ValueError(f"column `{name}` does not name a policy field\nhelp: fields start with one of "
                          f"{', '.join(FIELD_ROOTS)}, e.g. `args.{name}`")
+    if rest and root in ("environment", "agent", "session"):  # read whole, as the policy language reads them
+        raise ValueError(f"column `{name}` does not name a policy field: `{root}` has no sub-fields\n"
+                         f"help: name the column `{root}`")
     return FieldRef(root, tuple(rest))
 
 
@@ -275,9 +280,12 @@ def _prepare_array(name: str, array: npt.NDArray[Any], size: int, present: BoolA
 
 
 def prepare_column(name: str, value: Any, size: int) -> PreparedColumn:
-    """Check one column against the batch size and bring it to canonical form (vectorized only)."""
+    """Check one column against the batch size and bring it to canonical form (vectorized only).
+
+    Arrays are copied: what was checked (and what the batch caches about it, e.g. that every float
+    is finite) stays true however the caller reuses its buffers."""
     if isinstance(value, CodedColumn):
-        codes = np.asarray(value.codes)
+        codes = np.array(value.codes, copy=True)
         if codes.dtype.kind not in "iu":
             raise ValueError(f"column `{name}`: CodedColumn codes must be integers, got dtype {codes.dtype}\n"
                              "help: build codes with np.asarray(..., dtype=np.int32)")
@@ -295,7 +303,7 @@ def prepare_column(name: str, value: Any, size: int) -> PreparedColumn:
             raise ValueError(f"column `{name}`: a tuple column must be (values, present_mask), two arrays\n"
                              "help: to broadcast one value to every row use CodedColumn(np.zeros(n, np.int32), "
                              "[value])")
-        values_array, mask = value
+        values_array, mask = np.array(value[0], copy=True), np.array(value[1], copy=True)
         if mask.dtype != np.bool_:
             raise ValueError(f"column `{name}`: the present mask must be a bool array, got dtype {mask.dtype}\n"
                              "help: pass (values, values_are_present) with a dtype=bool mask")
@@ -304,6 +312,7 @@ def prepare_column(name: str, value: Any, size: int) -> PreparedColumn:
     if isinstance(value, np.ndarray):
         if value.ndim == 0:
             return prepare_column(name, value[()], size)
+        value = np.array(value, copy=True)
         if value.dtype == object:
             _check_length(name, value, size)
             return PreparedColumn("object", size, data=value)
@@ -359,7 +368,7 @@ class ActionBatch:
                 raise ValueError(f"ActionBatch: tool code `{code}` is not in the vocabulary (codes 0..{len(vocab) - 1})"
                                  "\nhelp: get codes from vocab.code(name) or vocab.codes(names)")
         else:
-            codes = np.asarray(tool)
+            codes = np.array(tool, copy=True)  # checked once below: the caller may reuse its array
             if codes.ndim != 1 or codes.dtype.kind not in "iu":
                 raise ValueError(f"ActionBatch: `tool` must be a 1-D integer array of codes, got dtype "
                                  f"{codes.dtype} and shape {codes.shape}\nhelp: map names to codes with "

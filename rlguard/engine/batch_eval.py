@@ -312,6 +312,7 @@ def evaluate_batch(gate: PolicyGate, batch: ActionBatch, state: BatchPolicyState
         if state.num_envs != n:
             raise ValueError(f"the state has {state.num_envs} rows but the batch has {n}\n"
                              "help: build BatchPolicyState(num_envs) with one row per sub-env")
+    batch = _with_nested_fields(gate, batch)
     layers = gate.layers
     cached = _gate_cache.get(id(gate))
     if cached is None or cached[0] is not layers:
@@ -350,6 +351,50 @@ def evaluate_batch(gate: PolicyGate, batch: ActionBatch, state: BatchPolicyState
     if len(plans) == 1:
         return _single(plans[0], results[0], gate.digest, invalid, namespaces[0], state, now, n, pending)
     return _layered(plans, results, gate.digest, invalid, namespaces, state, now, n, pending)
+
+
+#: Per (gate, column names): the gate's layers and the fields it reads that only an ancestor or a
+#: descendant column holds.
+_nested_cache: dict[tuple[int, tuple[str, ...]], tuple[Any, tuple[str, ...]]] = {}
+
+
+def _with_nested_fields(gate: PolicyGate, batch: ActionBatch) -> ActionBatch:
+    """`batch` with a column for each field the policy reads that only sits inside another column
+    (`args.opts` holding ``{"force": True}`` for `args.opts.force`) or around them (`args.opts`,
+    present where `args.opts.force` is), read row by row from the row's context exactly as
+    `gate.check` reads it. Such layouts are rare: the usual batch is returned as it is."""
+    names = tuple(batch.columns)
+    key = (id(gate), names)
+    cached = _nested_cache.get(key)
+    layers = gate.layers
+    if cached is None or cached[0] is not layers:
+        nested = tuple(
+            f for f in gate.fields
+            if f != "tool" and f not in batch.columns
+            and any(f.startswith(c + ".") or c.startswith(f + ".") for c in names)
+        )
+        if len(_nested_cache) >= 256:
+            _nested_cache.clear()
+        _nested_cache[key] = (layers, nested)
+    else:
+        nested = cached[1]
+    if not nested:
+        return batch
+    from rlguard.engine.batch_columns import PreparedColumn, parse_field
+    from rlguard.engine.context import MISSING, walk_path
+
+    columns = dict(batch.columns)
+    contexts = [batch.context(i) for i in range(batch.size)]
+    for name in nested:
+        ref = parse_field(name)
+        data = np.empty(batch.size, dtype=object)
+        for i, ctx in enumerate(contexts):
+            source = {"args": ctx.args, "context": ctx.context, "tool": ctx.tool_meta}[ref.root]
+            value = walk_path(source, ref.path)
+            data[i] = None if value is MISSING else value
+        columns[name] = PreparedColumn("object", batch.size, data=data)
+    tool = batch.tool_code if batch.tool_code is not None else batch.tool
+    return ActionBatch._trusted(tool, batch.vocab, columns, batch.size, batch._tools_valid)
 
 
 #: Per gate (by id, checked against its layers): plans, namespaces, whether any rule is stateful.

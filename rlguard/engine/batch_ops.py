@@ -208,9 +208,9 @@ _TABLE_CACHE_LIMIT = 4096
 
 
 def _cached_table(values: list[Any], predicate: Predicate, cache_key: int | None) -> tuple[BoolArray, BoolArray, bool]:
-    if cache_key is None or len(values) > 256 or not all(v.__class__ in _PLAIN for v in values):
+    if cache_key is None or len(values) > 256 or not all(type(v) in _PLAIN for v in values):
         return value_table(values, predicate)
-    key = (cache_key, tuple([(v.__class__, v) for v in values]))
+    key = (cache_key, tuple([(type(v), v) for v in values]))
     table = _TABLE_CACHE.get(key)
     if table is None:
         if len(_TABLE_CACHE) >= _TABLE_CACHE_LIMIT:
@@ -259,6 +259,8 @@ def _coded(column: PreparedColumn, predicate: Predicate, cache_key: int | None) 
     t_tab, f_tab = plan
     codes = column.codes  # -1 (missing) picks the last entry
     if isinstance(t_tab, int):
+        if t_tab > np.iinfo(codes.dtype).max:  # no code of this dtype reaches the one true value
+            return np.zeros(len(codes), dtype=np.bool_), None
         return np.equal(codes, codes.dtype.type(t_tab)), None
     if f_tab is None:
         return t_tab.take(codes), None

@@ -534,6 +534,8 @@ class LayerPlan:
         with self._lock:
             table = self._tables.get(vocab)
             done = 0 if table is None else table.size
+            if table is not None and done >= size:
+                return table  # another thread covered these codes (and more) meanwhile
             names = vocab.normalized_names()[done:size]
             fresh = np.array([[pred(name) is True for name in names] for pred in self.tool_preds],
                              dtype=bool).reshape(len(self.tool_preds), len(names))

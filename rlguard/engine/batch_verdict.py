@@ -274,7 +274,14 @@ class BatchVerdict:
 
         Its arrays are gathered on first use; ``take(rows).verdict(i)`` is ``verdict(rows[i])``.
         """
-        return TakenBatchVerdict(self, np.asarray(rows, dtype=np.intp))
+        given = np.asarray(rows)
+        if given.dtype.kind not in "iu" or given.ndim != 1:
+            raise ValueError(
+                f"take() needs a 1-D array of row indices, got shape {given.shape} and dtype `{given.dtype}`\n"
+                "help: for a bool mask of rows, pass np.flatnonzero(mask)"
+            )
+        # A copy: its arrays are gathered later, and the caller may reuse `rows` meanwhile.
+        return TakenBatchVerdict(self, np.array(given, dtype=np.intp, copy=True))
 
     def __repr__(self) -> str:
         return f"BatchVerdict(rows={len(self.action)}, {self.counts()})"

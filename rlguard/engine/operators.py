@@ -26,7 +26,9 @@ BOOL = "bool"
 OTHER = "other"
 
 
-_NUMPY_INTS = frozenset(t for t in np.sctypeDict.values() if issubclass(t, np.integer))
+# (timedelta64 is an np.integer subclass, but not a number: it is "other", as a datetime is)
+_NUMPY_INTS = frozenset(t for t in np.sctypeDict.values()
+                        if issubclass(t, np.integer) and not issubclass(t, np.timedelta64))
 _NUMPY_FLOATS = frozenset(t for t in np.sctypeDict.values() if issubclass(t, np.floating))
 _LONG_DOUBLE = np.longdouble
 
