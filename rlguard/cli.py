@@ -75,6 +75,22 @@ def _read_file(path: str, what: str) -> bytes:
                        "check the path and its permissions") from None
 
 
+def _dict_no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """`object_pairs_hook` that refuses a repeated key (a policy refuses them too)."""
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise _DuplicateKey(key)
+        out[key] = value
+    return out
+
+
+class _DuplicateKey(ValueError):
+    def __init__(self, key: str) -> None:
+        super().__init__(key)
+        self.key = key
+
+
 def _display(path: str) -> str:
     return "<stdin>" if path == "-" else path
 
@@ -113,16 +129,40 @@ def _json_object(text: str | None, option: str) -> dict[str, Any] | None:
         return None
     example = f"{option} '{{\"amount_cents\": 5000}}'"
     if text.startswith("@"):
-        text = _read_file(text[1:], f"{option} file").decode("utf-8", errors="replace")
+        from rlguard.engine.yaml_source import MAX_POLICY_BYTES
+
+        path = text[1:]
+        raw = _read_file(path, f"{option} file")
+        if len(raw) > MAX_POLICY_BYTES:
+            raise CliError(f"`{option}` file `{_display(path)}` is larger than {MAX_POLICY_BYTES} bytes",
+                           "pass only the arguments the policy reads")
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            line = raw.count(b"\n", 0, exc.start) + 1
+            column = exc.start - (raw.rfind(b"\n", 0, exc.start) + 1) + 1
+            raise CliError(f"`{option}` file `{_display(path)}` is not valid UTF-8 (byte {exc.start}, "
+                           f"0x{raw[exc.start]:02x}, at line {line}, column {column})",
+                           "save the file as UTF-8") from None
+        if text.startswith("\ufeff"):
+            text = text[1:]
     try:
-        value = json.loads(text)
+        value = json.loads(text, object_pairs_hook=_dict_no_duplicates)
     except json.JSONDecodeError as exc:
         raise CliError(f"`{option}` is not valid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})",
                        f"pass a JSON object, e.g. {example}") from None
+    except _DuplicateKey as exc:
+        raise CliError(f"`{option}` has the key `{exc.key}` more than once",
+                       "give each key once: a duplicate key is ambiguous, so it is refused") from None
     except RecursionError:
         raise CliError(f"`{option}` is nested too deeply", f"pass a JSON object, e.g. {example}") from None
+    except ValueError:  # an integer of more than 4300 digits (Python's int_max_str_digits)
+        raise CliError(f"`{option}` holds a whole number with too many digits to read",
+                       "write whole numbers with at most 4300 digits") from None
     if not isinstance(value, dict):
-        raise CliError(f"`{option}` must be a JSON object, got {type(value).__name__}",
+        kind = {type(None): "null", bool: "a boolean", int: "a number", float: "a number", str: "a string",
+                list: "an array"}.get(type(value), "something else")
+        raise CliError(f"`{option}` must be a JSON object, got {kind}",
                        f"wrap the values in braces, e.g. {example}")
     return value
 
@@ -136,6 +176,14 @@ def cmd_check(args: argparse.Namespace) -> int:
     name = _display(args.policy)
     try:
         policy, source = _load(args.policy)
+    except CliError as exc:
+        if not args.json:
+            raise
+        _error(exc.message, exc.hint)
+        problem = {"code": "io", "message": exc.message, "file": name, "line": None, "column": None,
+                   "rule_id": None, "hint": exc.hint}
+        _json({"file": name, "valid": False, "errors": [problem], "warnings": []})
+        return exc.code
     except PolicyError as exc:
         if args.json:
             _json({"file": name, "valid": False, "errors": [p.to_dict() for p in exc.problems], "warnings": []})
@@ -189,6 +237,9 @@ def cmd_test(args: argparse.Namespace) -> int:
     from rlguard.engine.errors import PolicyError
 
     cases_name = _display(args.cases)
+    if args.policy == "-" and args.cases == "-":
+        raise CliError("the policy and the case file cannot both come from stdin (`-`)",
+                       "pass at least one of them as a file path")
     try:
         gate = _load_gate(args.policy)
         cases = load_cases(_read_file(args.cases, "case file"), cases_name)
@@ -298,13 +349,26 @@ class _Parser(argparse.ArgumentParser):
         raise SystemExit(EXIT_USAGE)
 
 
+_EXIT_CODES = "exit codes: 0 ok; 1 {problems}; 2 usage or I/O error."
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of `rlguard` (one sub-parser per command)."""
     from rlguard import __version__
 
-    parser = _Parser(prog="rlguard", description="Govern what agents do: one policy, in training and deployment.")
+    parser = _Parser(prog="rlguard", description="Govern what agents do: one policy, in training and deployment.",
+                     epilog=_EXIT_CODES.format(problems="policy problems, failing cases or a failed verification"))
     parser.add_argument("--version", action="version", version=f"rlguard {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    epilogs = {
+        "check": _EXIT_CODES.format(problems="policy errors (or, with --strict, warnings)"),
+        "eval": _EXIT_CODES.format(problems="policy errors (a deny verdict still exits 0)"),
+        "test": _EXIT_CODES.format(problems="policy or case file errors, a failing case, or no case"),
+        "schema": "exit codes: 0 ok.",
+        "verify": _EXIT_CODES.format(problems="the evidence log does not verify"),
+        "report": _EXIT_CODES.format(problems="the evidence log cannot be reported"),
+        "demo": _EXIT_CODES.format(problems="the demo failed"),
+    }
 
     p = sub.add_parser("check", help="load and lint a policy", description="Load a policy, report every error, "
                        "then lint it (open default, shadowed rules, agent-controlled trust fields, ...).")
@@ -361,6 +425,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--arms", type=_arms, default=None, metavar="A,B,...", help="arms to run (default: all)")
     p.add_argument("--iterations", type=_positive_int, default=None, metavar="N", help="training iterations")
     p.set_defaults(handler=cmd_demo)
+    for command, subparser in sub.choices.items():
+        subparser.epilog = epilogs[command]
     return parser
 
 

@@ -224,8 +224,8 @@ def test_eval_explain_prints_the_trace(capsys: pytest.CaptureFixture[str]) -> No
 
 @pytest.mark.parametrize("option, value, message", [
     ("--args", "{bad", "`--args` is not valid JSON"),
-    ("--args", "[1, 2]", "`--args` must be a JSON object, got list"),
-    ("--meta", '"tier"', "`--meta` must be a JSON object, got str"),
+    ("--args", "[1, 2]", "`--args` must be a JSON object, got an array"),
+    ("--meta", '"tier"', "`--meta` must be a JSON object, got a string"),
     ("--context", "[" * 100_000, "`--context` is"),
     ("--args", "@/does/not/exist.json", "cannot read --args file"),
 ])
@@ -308,7 +308,7 @@ def test_test_with_no_cases_fails(capsys: pytest.CaptureFixture[str], tmp_path: 
 
 @pytest.mark.parametrize("text, message", [
     ("", "a case file must be a list of cases, got nothing"),
-    ("cases: {}\n", "a case file must be a list of cases, got dict"),
+    ("cases: {}\n", "a case file must be a list of cases, got a mapping"),
     ("tests: []\n", "unknown key `tests` in the case file"),
     ("- just a string\n", "case #1 must be a mapping"),
     ("- {context: {tool: x}, expect: {action: deny}}\n", "case #1 needs a `name`"),

@@ -23,8 +23,9 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 from rlguard.engine.context import ActionContext
-from rlguard.engine.errors import PolicyError, Problem
+from rlguard.engine.errors import PolicyError, Problem, shown
 from rlguard.engine.gate import PolicyGate
+from rlguard.engine.parser import _suggest, _typename
 from rlguard.engine.state import PolicyState
 from rlguard.engine.verdict import ACTION_NAMES, Verdict
 from rlguard.engine.yaml_source import Path, SourceMap, load_yaml
@@ -111,9 +112,9 @@ class _CaseReader:
     def unknown_keys(self, data: Mapping[str, Any], allowed: tuple[str, ...], path: Path, where: str) -> None:
         for key in data:
             if key not in allowed:
-                close = difflib.get_close_matches(str(key), list(allowed), n=1, cutoff=0.5)
+                close = difflib.get_close_matches(str(key).lower(), list(allowed), n=1, cutoff=0.5)
                 hint = f"did you mean `{close[0]}`?" if close else f"allowed keys: {', '.join(allowed)}"
-                self.problem(f"unknown key `{key}` in {where}", (*path, key), hint, key=True)
+                self.problem(f"unknown key `{shown(key)}` in {where}", (*path, key), hint, key=True)
 
     def cases(self, data: Any) -> list[Case]:
         path: Path = ()
@@ -124,7 +125,7 @@ class _CaseReader:
                 return []
             data, path = data["cases"], ("cases",)
         if not isinstance(data, list):
-            got = "nothing" if data is None else type(data).__name__
+            got = "nothing" if data is None else _typename(data)
             self.problem(f"a case file must be a list of cases, got {got}", path, _EXAMPLE)
             return []
         cases: list[Case] = []
@@ -207,8 +208,12 @@ class _CaseReader:
         action = data.get("action")
         if action not in ACTION_NAMES:
             where = (*path, "action") if "action" in data else path
-            self.problem(f"`expect.action` of {label} must be one of {', '.join(ACTION_NAMES)}, got `{action}`",
-                         where, "e.g. `action: deny`")
+            got = f"`{shown(action)}`"
+            if action is None:
+                got = "nothing" if "action" not in data else "`null`"
+            self.problem(f"`expect.action` of {label} must be one of {', '.join(ACTION_NAMES)}, got {got}",
+                         where, (_suggest(str(action), ACTION_NAMES) if action is not None else None)
+                         or "e.g. `action: deny`")
         rule_id = data.get("rule_id")
         if rule_id is not None and not isinstance(rule_id, str):
             self.problem(f"`expect.rule_id` of {label} must be a rule id or null", (*path, "rule_id"),

@@ -112,11 +112,11 @@ MAX_TOOL_NAME_LENGTH = 1024
 _INVALID_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zs", "Zl", "Zp"})
 
 
-# Unicode's Default_Ignorable_Code_Point characters: they render as nothing, so "shell.exec" with
-# one of them looks like "shell.exec" to a person while no rule naming it matches. Many are
-# letters or marks (Hangul fillers, variation selectors, the combining grapheme joiner), which
-# the categories above do not cover.
-_IGNORABLE = re.compile(
+#: A pattern matching Unicode's Default_Ignorable_Code_Point characters: they render as nothing,
+#: so "shell.exec" with one looks like "shell.exec" to a person while no rule naming it matches.
+#: Many are letters or marks (Hangul fillers, variation selectors, the combining grapheme joiner),
+#: which the categories above do not cover.
+IGNORABLE = re.compile(
     "[\u00ad\u034f\u061c\u115f\u1160\u17b4\u17b5\u180b-\u180f\u200b-\u200f\u202a-\u202e"
     "\u2060-\u206f\u3164\ufe00-\ufe0f\ufeff\uffa0\ufff0-\ufff8\U0001bca0-\U0001bca3"
     "\U0001d173-\U0001d17a\U000e0000-\U000e0fff]"
@@ -134,7 +134,7 @@ def is_invalid_tool_name(raw: str, normalized: str) -> bool:
         if text.isprintable() and " " not in text:
             # isprintable() is False for every character of those categories except the
             # ASCII space, which is checked beside it.
-            if not text.isascii() and _IGNORABLE.search(text):
+            if not text.isascii() and IGNORABLE.search(text):
                 return True
             continue
         for ch in text:

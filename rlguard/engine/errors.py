@@ -2,9 +2,48 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import json
+import unicodedata
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
+
+from rlguard.engine.context import IGNORABLE
+
+_INVISIBLE_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zs", "Zl", "Zp"})
+
+
+def invisible_char(text: str) -> str | None:
+    """The first character of `text` a reader cannot see (control, format, separator other than a
+    plain space, or default-ignorable), or None."""
+    for ch in text:
+        if ch != " " and (unicodedata.category(ch) in _INVISIBLE_CATEGORIES or IGNORABLE.fullmatch(ch)):
+            return ch
+    return None
+
+
+def codepoint(ch: str) -> str:
+    """`U+200B` for a character."""
+    return f"U+{ord(ch):04X}"
+
+
+def shown(value: Any) -> str:
+    """`value` as a policy author wrote it: YAML/JSON spelling (`null`, `true`, `[a, b]`), with
+    invisible characters escaped (`\\u200b`) so two names that look alike do not read alike."""
+    if isinstance(value, str):
+        text = value
+    elif value is None or isinstance(value, (bool, int, float, list, tuple, Mapping)):
+        try:
+            text = json.dumps(value, ensure_ascii=False, allow_nan=True, default=str)
+        except (TypeError, ValueError):  # e.g. an integer of more than 4300 digits
+            text = f"a {type(value).__name__} too large to show"
+    else:
+        text = str(value)
+    if invisible_char(text) is None:
+        return text
+    return "".join(
+        ch.encode("unicode_escape").decode("ascii") if ch != " " and invisible_char(ch) else ch for ch in text
+    )
 
 
 @dataclass(frozen=True)

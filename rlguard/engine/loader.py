@@ -33,7 +33,7 @@ def load_policy(source: PolicySource, *, filename: str | None = None) -> Policy:
     if isinstance(source, Mapping):
         return parse_policy(source, None, filename or "<dict>")
     if isinstance(source, os.PathLike) or (
-        isinstance(source, str) and "\n" not in source and source.endswith((".yaml", ".yml", ".json"))
+        isinstance(source, str) and "\n" not in source and source.lower().endswith((".yaml", ".yml", ".json"))
     ):
         path = Path(source)
         name = filename or str(source)
@@ -41,7 +41,7 @@ def load_policy(source: PolicySource, *, filename: str | None = None) -> Policy:
             size = path.stat().st_size
             if size > MAX_POLICY_BYTES:
                 raise PolicyError.single(
-                    f"policy is {size} bytes; the limit is {MAX_POLICY_BYTES}", file=name, code="too_large",
+                    f"policy is larger than {MAX_POLICY_BYTES} bytes ({size} bytes)", file=name, code="too_large",
                     hint="split the policy, or derive child policies for subagents",
                 )
             raw = path.read_bytes()

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from rlguard.engine.context import normalize_tool_name
-from rlguard.engine.errors import PolicyError, Problem
+from rlguard.engine.errors import PolicyError, Problem, shown
 from rlguard.engine.model import (
     DEFAULT_SEVERITY,
     FIELD_ROOTS,
@@ -44,6 +44,13 @@ GROUP_KEYS = ("any", "all", "not")
 _GLOB_META = "*?[]"
 _RULE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:\-]*$")
 _NAME_OPS = ("eq", "ne", "in", "not_in", "glob", "regex", "exists")
+_GROUP_EXAMPLES = {
+    "when": '{tool: "stripe.refund"}',
+    "limit": "{args.amount_cents: {lte: 10000}}",
+    "not": "{environment: production}",
+    "any": "[{environment: prod}, {agent: ops}]",
+    "all": "[{environment: prod}, {agent: ops}]",
+}
 
 
 _OPERATOR_ALIASES = {
@@ -58,8 +65,11 @@ _OPERATOR_ALIASES = {
 def _suggest(word: str, choices: tuple[str, ...] | list[str]) -> str | None:
     if choices is OPERATORS and word.lower() in _OPERATOR_ALIASES:
         return f"did you mean `{_OPERATOR_ALIASES[word.lower()]}`?"
-    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.5)
-    return f"did you mean `{close[0]}`?" if close else None
+    lowered = {c.lower(): c for c in choices}
+    if word.lower() in lowered:
+        return f"did you mean `{lowered[word.lower()]}`?"
+    close = difflib.get_close_matches(word.lower(), list(lowered), n=1, cutoff=0.5)
+    return f"did you mean `{lowered[close[0]]}`?" if close else None
 
 
 def _finite(value: Any) -> bool:
@@ -88,7 +98,7 @@ def _typename(value: Any) -> str:
         return "a list"
     if isinstance(value, Mapping):
         return "a mapping"
-    return type(value).__name__
+    return "a value of another kind"
 
 
 class _Parser:
@@ -107,7 +117,7 @@ class _Parser:
         )
 
     def in_rule(self, rule_id: str | None) -> str:
-        return f" in rule `{rule_id}`" if rule_id else ""
+        return f" in rule `{shown(rule_id)}`" if rule_id else ""
 
     # -- top level -------------------------------------------------------------------------
     def policy(self, data: Any) -> Policy | None:
@@ -124,7 +134,7 @@ class _Parser:
         for key in data:
             if key not in TOP_KEYS:
                 self.problem(
-                    f"unknown key `{key}` at the top level", (key,), key=True,
+                    f"unknown key `{shown(key)}` at the top level", (key,), key=True,
                     hint=_suggest(str(key), TOP_KEYS) or f"allowed keys: {', '.join(TOP_KEYS)}",
                     code="unknown_key",
                 )
@@ -133,23 +143,25 @@ class _Parser:
             self.problem("missing `version`", (), hint="add `version: 1` at the top", code="missing_key")
         elif type(version) is not int or version != 1:
             self.problem(
-                f"unsupported version `{version}`", ("version",),
+                f"unsupported version `{shown(version)}`", ("version",),
                 hint="this rlguard reads policy language version 1: write `version: 1`",
             )
         name = data.get("name")
         if name is not None and not isinstance(name, str):
-            self.problem(f"`name` must be a string, got {_typename(name)}", ("name",), code="invalid_type")
+            self.problem(f"`name` must be a string, got {_typename(name)}", ("name",), code="invalid_type",
+                         hint='quote it: `name: "payments-agent"`')
         default = data.get("default", "deny")
         if default not in ("allow", "deny"):
             self.problem(
-                f"`default` must be `allow` or `deny`, got `{default}`", ("default",),
+                f"`default` must be `allow` or `deny`, got `{shown(default)}`", ("default",),
                 hint="write `default: deny` (fail closed)",
             )
         combine = data.get("combine", "first_match")
         if combine not in ("first_match", "deny_overrides"):
             self.problem(
-                f"`combine` must be `first_match` or `deny_overrides`, got `{combine}`", ("combine",),
-                hint=_suggest(str(combine), ["first_match", "deny_overrides"]),
+                f"`combine` must be `first_match` or `deny_overrides`, got `{shown(combine)}`", ("combine",),
+                hint=_suggest(str(combine), ["first_match", "deny_overrides"])
+                or "write `combine: first_match` or `combine: deny_overrides` (or leave it out)",
             )
         rules_data = data.get("rules", [])
         rules: list[Rule] = []
@@ -195,17 +207,18 @@ class _Parser:
             rule_id = None
         elif not isinstance(rule_id, str) or not _RULE_ID.fullmatch(rule_id):
             self.problem(
-                f"rule id `{rule_id}` is not a plain name", (*path, "id"),
+                f"rule id `{shown(rule_id)}` is not a plain name", (*path, "id"),
                 hint="use letters, digits and `_ . : -`, starting with a letter or digit",
             )
             rule_id = None
         rid: str | None = rule_id
         for key in data:
             if key not in RULE_KEYS:
-                hint = _suggest(str(key), RULE_KEYS)
-                if hint is None and (str(key).split(".")[0] in FIELD_ROOTS or key in GROUP_KEYS):
+                hint = None
+                if str(key).split(".")[0] in FIELD_ROOTS or key in GROUP_KEYS:
                     hint = f"conditions go under `when:`; write `when: {{{key}: ...}}`"
-                self.problem(f"unknown key `{key}`{self.in_rule(rid)}", (*path, key), rule_id=rid, key=True,
+                hint = hint or _suggest(str(key), RULE_KEYS)
+                self.problem(f"unknown key `{shown(key)}`{self.in_rule(rid)}", (*path, key), rule_id=rid, key=True,
                              hint=hint or f"allowed keys: {', '.join(RULE_KEYS)}", code="unknown_key")
         verdict = data.get("verdict")
         if verdict is None:
@@ -213,7 +226,7 @@ class _Parser:
                          hint=f"add `verdict:` with one of {', '.join(RULE_VERDICTS)}", code="missing_key")
         elif verdict not in RULE_VERDICTS:
             self.problem(
-                f"unknown verdict `{verdict}`{self.in_rule(rid)}", (*path, "verdict"), rule_id=rid,
+                f"unknown verdict `{shown(verdict)}`{self.in_rule(rid)}", (*path, "verdict"), rule_id=rid,
                 hint=_suggest(str(verdict), RULE_VERDICTS) or f"use one of {', '.join(RULE_VERDICTS)}",
             )
             verdict = None
@@ -233,11 +246,12 @@ class _Parser:
                          hint="add e.g. `limit: {args.amount_cents: {lte: 10000}}`, or use `verdict: deny`")
         if verdict is not None and verdict != "deny_if_exceeds" and has_limits:
             key = next(k for k in ("limit", "budget", "rate") if k in data)
-            self.problem(f"`{key}`{self.in_rule(rid)} only applies to `verdict: deny_if_exceeds`",
+            self.problem(f"`{shown(key)}`{self.in_rule(rid)} only applies to `verdict: deny_if_exceeds`",
                          (*path, key), rule_id=rid, key=True,
                          hint="write `verdict: deny_if_exceeds`, or move the condition into `when:`")
         if "budget" in data and "rate" in data:
-            self.problem(f"rule `{rid}` has both `budget` and `rate`", (*path, "rate"), rule_id=rid, key=True,
+            self.problem(f"rule{f' `{rid}`' if rid else f' #{index + 1}'} has both `budget` and `rate`",
+                         (*path, "rate"), rule_id=rid, key=True,
                          hint="split it into two `deny_if_exceeds` rules with the same `when`")
         reason = data.get("reason")
         if reason is not None and not isinstance(reason, str):
@@ -245,14 +259,14 @@ class _Parser:
                          code="invalid_type", hint='quote it: `reason: "..."`')
         severity = data.get("severity", DEFAULT_SEVERITY.get(str(verdict), "high"))
         if not isinstance(severity, str) or severity not in SEVERITY_PENALTY:
-            self.problem(f"unknown severity `{severity}`{self.in_rule(rid)}", (*path, "severity"), rule_id=rid,
+            self.problem(f"unknown severity `{shown(severity)}`{self.in_rule(rid)}", (*path, "severity"), rule_id=rid,
                          hint=_suggest(str(severity), tuple(SEVERITY_PENALTY))
                          or "use one of critical, high, medium, low")
             severity = "high"
         penalty = data.get("penalty", SEVERITY_PENALTY[severity])
         if (not isinstance(penalty, (int, float)) or isinstance(penalty, bool)
                 or not _float_sized(penalty) or penalty < 0):
-            self.problem(f"`penalty`{self.in_rule(rid)} must be a finite number >= 0, got `{penalty}`",
+            self.problem(f"`penalty`{self.in_rule(rid)} must be a finite number >= 0, got `{shown(penalty)}`",
                          (*path, "penalty"), rule_id=rid, hint="e.g. `penalty: 10`")
             penalty = 0.0
         tags = data.get("tags", [])
@@ -272,7 +286,7 @@ class _Parser:
         if not isinstance(data, Mapping):
             self.problem(f"`{where}`{self.in_rule(rid)} must be a mapping of field: condition, "
                          f"got {_typename(data)}", path, rule_id=rid, code="invalid_type",
-                         hint="e.g. `when: {tool: \"stripe.refund\"}`")
+                         hint=f"e.g. `{where}: {_GROUP_EXAMPLES.get(where, _GROUP_EXAMPLES['when'])}`")
             return None
         items: list[Cond] = []
         ok = True
@@ -280,7 +294,7 @@ class _Parser:
             sub = (*path, key)
             if key == "any" or key == "all":
                 if not isinstance(value, list) or not value:
-                    self.problem(f"`{key}`{self.in_rule(rid)} must be a non-empty list of conditions", sub,
+                    self.problem(f"`{shown(key)}`{self.in_rule(rid)} must be a non-empty list of conditions", sub,
                                  rule_id=rid, hint=f"e.g. `{key}: [{{environment: prod}}, {{agent: ops}}]`",
                                  code="invalid_type")
                     ok = False
@@ -313,7 +327,7 @@ class _Parser:
 
     def field(self, key: Any, path: Path, rid: str | None) -> FieldRef | None:
         if not isinstance(key, str) or not key:
-            self.problem(f"`{key}` is not a field name{self.in_rule(rid)}", path, rule_id=rid, key=True,
+            self.problem(f"`{shown(key)}` is not a field name{self.in_rule(rid)}", path, rule_id=rid, key=True,
                          hint="fields look like `tool`, `args.amount_cents`, `environment` or `context.region`")
             return None
         root, *rest = key.split(".")
@@ -321,19 +335,20 @@ class _Parser:
             hint = _suggest(root, FIELD_ROOTS + GROUP_KEYS)
             if hint is None:
                 hint = f"fields start with one of {', '.join(FIELD_ROOTS)} (e.g. `args.{key}`)"
-            self.problem(f"unknown field `{key}`{self.in_rule(rid)}", path, rule_id=rid, key=True, hint=hint,
+            self.problem(f"unknown field `{shown(key)}`{self.in_rule(rid)}", path, rule_id=rid, key=True, hint=hint,
                          code="unknown_field")
             return None
         if any(seg == "" for seg in rest):
-            self.problem(f"field `{key}`{self.in_rule(rid)} has an empty segment", path, rule_id=rid, key=True,
+            self.problem(f"field `{shown(key)}`{self.in_rule(rid)} has an empty segment", path, rule_id=rid, key=True,
                          hint="write dotted paths like `args.customer.id`")
             return None
         if root in ("environment", "agent", "session") and rest:
-            self.problem(f"field `{root}` has no sub-fields (`{key}`){self.in_rule(rid)}", path, rule_id=rid,
-                         key=True, hint=f"use `{root}` alone, or `context.{'.'.join(rest)}` for caller data")
+            self.problem(f"field `{root}` has no sub-fields (`{shown(key)}`){self.in_rule(rid)}", path,
+                         rule_id=rid, key=True,
+                         hint=f"use `{root}` alone, or `context.{'.'.join(rest)}` for caller data")
             return None
         if root in ("args", "context") and not rest:
-            self.problem(f"field `{root}` needs a key{self.in_rule(rid)}", path, rule_id=rid, key=True,
+            self.problem(f"field `{shown(root)}` needs a key{self.in_rule(rid)}", path, rule_id=rid, key=True,
                          hint=f"e.g. `{root}.amount_cents`")
             return None
         return FieldRef(root, tuple(rest))
@@ -341,7 +356,7 @@ class _Parser:
     def condition(self, ref: FieldRef, value: Any, path: Path, rid: str | None) -> Cond | None:
         if isinstance(value, Mapping):
             if not value:
-                self.problem(f"empty condition on `{ref.name}`{self.in_rule(rid)}", path, rule_id=rid,
+                self.problem(f"empty condition on `{shown(ref.name)}`{self.in_rule(rid)}", path, rule_id=rid,
                              hint="e.g. `{lte: 10000}`")
                 return None
             parts: list[Cond] = []
@@ -356,11 +371,11 @@ class _Parser:
                 return None
             return parts[0] if len(parts) == 1 else AllOf(tuple(parts))
         if isinstance(value, list):
-            self.problem(f"a list is not a condition on `{ref.name}`{self.in_rule(rid)}", path, rule_id=rid,
+            self.problem(f"a list is not a condition on `{shown(ref.name)}`{self.in_rule(rid)}", path, rule_id=rid,
                          hint=f"to match any of several values write `{ref.name}: {{in: [...]}}`")
             return None
         if value is None:
-            self.problem(f"condition on `{ref.name}`{self.in_rule(rid)} is empty (null)", path, rule_id=rid,
+            self.problem(f"condition on `{shown(ref.name)}`{self.in_rule(rid)} is empty (null)", path, rule_id=rid,
                          hint=f"to test presence write `{ref.name}: {{exists: false}}`")
             return None
         op = "glob" if ref.is_tool_name and isinstance(value, str) else "eq"
@@ -375,28 +390,29 @@ class _Parser:
                 hint = f"to match one of several values write `{ref.name}: {{in: [...]}}`"
             else:
                 hint = "compare with a single string, number or boolean"
-            self.problem(f"`{op}` on `{ref.name}`{self.in_rule(rid)} needs a string, number or boolean, "
+            self.problem(f"`{shown(op)}` on `{shown(ref.name)}`{self.in_rule(rid)} needs a string, number or boolean, "
                          f"got {_typename(operand)}", path, rule_id=rid, code="invalid_operand", hint=hint)
             return False
         if kind == "num" and not _finite(operand):
-            self.problem(f"`{op}` on `{ref.name}`{self.in_rule(rid)} needs a finite number, got `{operand}`",
+            self.problem(f"`{op}` on `{shown(ref.name)}`{self.in_rule(rid)} needs a finite number, "
+                         f"got `{shown(operand)}`",
                          path, rule_id=rid, code="invalid_operand",
                          hint="NaN and infinity never compare as expected; use a finite number")
             return False
         if ref.is_tool_name and kind != "str":
-            self.problem(f"`{op}` on `tool`{self.in_rule(rid)} needs a string, got {_typename(operand)}", path,
+            self.problem(f"`{shown(op)}` on `tool`{self.in_rule(rid)} needs a string, got {_typename(operand)}", path,
                          rule_id=rid, hint='quote the tool name: `tool: "stripe.refund"`', code="invalid_operand")
             return False
         return True
 
     def compare(self, ref: FieldRef, op: Any, operand: Any, path: Path, rid: str | None) -> Compare | None:
         if op not in OPERATORS:
-            self.problem(f"unknown operator `{op}`{self.in_rule(rid)}", path, rule_id=rid, key=True,
+            self.problem(f"unknown operator `{shown(op)}`{self.in_rule(rid)}", path, rule_id=rid, key=True,
                          hint=_suggest(str(op), OPERATORS) or f"operators: {', '.join(OPERATORS)}",
                          code="unknown_operator")
             return None
         if ref.is_tool_name and op not in _NAME_OPS:
-            self.problem(f"operator `{op}` cannot apply to the tool name{self.in_rule(rid)}", path, rule_id=rid,
+            self.problem(f"operator `{shown(op)}` cannot apply to the tool name{self.in_rule(rid)}", path, rule_id=rid,
                          key=True, hint=f"on `tool` use one of {', '.join(_NAME_OPS)}", code="invalid_operand")
             return None
         norm = normalize_tool_name if ref.is_tool_name else (lambda s: s)
@@ -408,32 +424,34 @@ class _Parser:
             return Compare(ref, op, operand)
         if op in ("in", "not_in"):
             if not isinstance(operand, list) or not operand:
-                self.problem(f"`{op}` on `{ref.name}`{self.in_rule(rid)} needs a non-empty list", path,
+                self.problem(f"`{shown(op)}` on `{shown(ref.name)}`{self.in_rule(rid)} needs a non-empty list", path,
                              rule_id=rid, hint=f'e.g. `{op}: ["a", "b"]`', code="invalid_operand")
                 return None
             if not all(self._scalar(x, ref, op, path, rid) for x in operand):
                 return None
             kinds = {kind_of(x) for x in operand}
             if len(kinds) > 1:
-                self.problem(f"`{op}` on `{ref.name}`{self.in_rule(rid)} mixes strings, numbers and booleans",
+                self.problem(f"`{op}` on `{shown(ref.name)}`{self.in_rule(rid)} mixes strings, numbers and "
+                             "booleans",
                              path, rule_id=rid, hint="use values of one type in a list", code="invalid_operand")
                 return None
             return Compare(ref, op, tuple(norm(x) if isinstance(x, str) else x for x in operand))
         if op in ("lt", "lte", "gt", "gte"):
             if not isinstance(operand, (int, float)) or isinstance(operand, bool) or not _finite(operand):
-                self.problem(f"`{op}` on `{ref.name}`{self.in_rule(rid)} needs a finite number, "
-                             f"got {_typename(operand)} `{operand}`", path, rule_id=rid,
+                self.problem(f"`{shown(op)}` on `{shown(ref.name)}`{self.in_rule(rid)} needs a finite number, "
+                             f"got {_typename(operand)} `{shown(operand)}`", path, rule_id=rid,
                              hint=f"e.g. `{op}: 10000` (numbers are not quoted)", code="invalid_operand")
                 return None
             return Compare(ref, op, operand)
         if op == "glob":
             if not isinstance(operand, str):
-                self.problem(f"`glob` on `{ref.name}`{self.in_rule(rid)} needs a string pattern", path,
+                self.problem(f"`glob` on `{shown(ref.name)}`{self.in_rule(rid)} needs a string pattern", path,
                              rule_id=rid, hint='e.g. `glob: "*.write"`', code="invalid_operand")
                 return None
             pattern = norm(operand)
             if ref.is_tool_name and [c for c in pattern if c in _GLOB_META] != [c for c in operand if c in _GLOB_META]:
-                self.problem(f"tool pattern `{operand}`{self.in_rule(rid)} changes its wildcards when normalized "
+                self.problem(f"tool pattern `{shown(operand)}`{self.in_rule(rid)} changes its wildcards when "
+                             "normalized "
                              f"(to `{pattern}`)", path, rule_id=rid, code="invalid_operand",
                              hint="write the pattern with plain ASCII `*`, `?` and `[...]`, and spell the name "
                                   "as it is normalized (NFKC, lower case)")
@@ -441,39 +459,39 @@ class _Parser:
             return Compare(ref, op, pattern)
         if op == "regex":
             if not isinstance(operand, str):
-                self.problem(f"`regex` on `{ref.name}`{self.in_rule(rid)} needs a string pattern", path,
+                self.problem(f"`regex` on `{shown(ref.name)}`{self.in_rule(rid)} needs a string pattern", path,
                              rule_id=rid, code="invalid_operand", hint='quote the pattern, e.g. `regex: "^[a-z]+$"`')
                 return None
             try:
                 compiled = re.compile(operand)
             except re.error as exc:
-                self.problem(f"invalid regex `{operand}` on `{ref.name}`{self.in_rule(rid)}: {exc}", path,
+                self.problem(f"invalid regex `{shown(operand)}` on `{shown(ref.name)}`{self.in_rule(rid)}: {exc}", path,
                              rule_id=rid, hint="regexes use Python syntax and must match the whole value",
                              code="invalid_regex")
                 return None
             if nested_unbounded_repeat(operand):
-                self.problem(f"regex `{operand}`{self.in_rule(rid)} nests unbounded repetition "
+                self.problem(f"regex `{shown(operand)}`{self.in_rule(rid)} nests unbounded repetition "
                              "(catastrophic backtracking)", path, rule_id=rid, code="unsafe_regex",
                              hint="remove the inner `+`/`*` or bound it, e.g. `(a+)+` becomes `a+`")
                 return None
             return Compare(ref, op, operand, compiled)
         if op == "exists":
             if not isinstance(operand, bool):
-                self.problem(f"`exists` on `{ref.name}`{self.in_rule(rid)} needs `true` or `false`", path,
+                self.problem(f"`exists` on `{shown(ref.name)}`{self.in_rule(rid)} needs `true` or `false`", path,
                              rule_id=rid, hint="e.g. `exists: true`", code="invalid_operand")
                 return None
             return Compare(ref, op, operand)
         # path_under
         roots = [operand] if isinstance(operand, str) else operand
         if not isinstance(roots, list) or not roots or not all(isinstance(r, str) for r in roots):
-            self.problem(f"`path_under` on `{ref.name}`{self.in_rule(rid)} needs a list of absolute paths",
+            self.problem(f"`path_under` on `{shown(ref.name)}`{self.in_rule(rid)} needs a list of absolute paths",
                          path, rule_id=rid, hint='e.g. `path_under: ["/srv/app", "/tmp"]`', code="invalid_operand")
             return None
         normalized: list[str] = []
         for root in roots:
             n = normalize_path(root)
             if n is None:
-                self.problem(f"`path_under` root `{root}`{self.in_rule(rid)} is not an absolute path", path,
+                self.problem(f"`path_under` root `{shown(root)}`{self.in_rule(rid)} is not an absolute path", path,
                              rule_id=rid, hint="roots start with `/`", code="invalid_operand")
                 return None
             normalized.append(n)
@@ -485,7 +503,7 @@ class _Parser:
         window = data.get("window")
         ok = True
         if per not in SCOPES:
-            self.problem(f"`{what}.per`{self.in_rule(rid)} must be one of {', '.join(SCOPES)}, got `{per}`",
+            self.problem(f"`{what}.per`{self.in_rule(rid)} must be one of {', '.join(SCOPES)}, got `{shown(per)}`",
                          (*path, "per"), rule_id=rid, hint=_suggest(str(per), SCOPES) or "e.g. `per: episode`")
             ok = False
         if per == "window":
@@ -504,7 +522,7 @@ class _Parser:
         ok = True
         for key in data:
             if key not in allowed:
-                self.problem(f"unknown key `{key}` in `{what}`{self.in_rule(rid)}", (*path, key), rule_id=rid,
+                self.problem(f"unknown key `{shown(key)}` in `{what}`{self.in_rule(rid)}", (*path, key), rule_id=rid,
                              key=True, hint=_suggest(str(key), allowed) or f"allowed: {', '.join(allowed)}",
                              code="unknown_key")
                 ok = False
@@ -530,7 +548,7 @@ class _Parser:
             ok = ok and ref is not None
         mx = data.get("max")
         if not isinstance(mx, (int, float)) or isinstance(mx, bool) or not _float_sized(mx) or mx < 0:
-            self.problem(f"`budget.max`{self.in_rule(rid)} must be a finite number >= 0, got `{mx}`",
+            self.problem(f"`budget.max`{self.in_rule(rid)} must be a finite number >= 0, got `{shown(mx)}`",
                          (*path, "max"), rule_id=rid, hint="e.g. `max: 50000`")
             ok = False
         per, window, scope_ok = self._scope(data, path, rid, "budget")
@@ -547,7 +565,7 @@ class _Parser:
         ok = self._keys(data, RATE_KEYS, path, rid, "rate")
         mx = data.get("max")
         if not isinstance(mx, int) or isinstance(mx, bool) or mx < 0:
-            self.problem(f"`rate.max`{self.in_rule(rid)} must be a whole number >= 0, got `{mx}`",
+            self.problem(f"`rate.max`{self.in_rule(rid)} must be a whole number >= 0, got `{shown(mx)}`",
                          (*path, "max"), rule_id=rid, hint="e.g. `max: 3`")
             ok = False
         per, window, scope_ok = self._scope(data, path, rid, "rate")

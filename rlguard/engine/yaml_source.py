@@ -185,6 +185,24 @@ def _split_hint(what: str) -> str:
     return "split the policy, or derive child policies for subagents" if what == "policy" else f"split the {what}"
 
 
+def _reader_error(exc: yaml.reader.ReaderError, text: str, file: str | None, what: str) -> PolicyError:
+    """A character YAML refuses (a control character, a lone surrogate), named and located."""
+    position = exc.position if isinstance(exc.position, int) and 0 <= exc.position <= len(text) else None
+    line = column = None
+    if position is not None:
+        line = text.count("\n", 0, position) + 1
+        column = position - (text.rfind("\n", 0, position) + 1) + 1
+        if line == 1 and text.startswith("\ufeff"):
+            column -= 1  # the byte order mark is not a column an editor shows
+    char = exc.character
+    code = ord(char) if isinstance(char, str) and len(char) == 1 else char if isinstance(char, int) else None
+    named = f" U+{code:04X}" if code is not None else ""
+    return PolicyError.single(
+        f"invalid character{named} in the {what}", file=file, line=line, column=column, code="yaml",
+        hint="remove control characters (other than tab and newline) and lone surrogates",
+    )
+
+
 def load_yaml(text: str | bytes, file: str | None = None, what: str = "policy") -> tuple[Any, SourceMap]:
     """Parse policy YAML into plain data and a `SourceMap`. Raises `PolicyError`.
 
@@ -192,7 +210,7 @@ def load_yaml(text: str | bytes, file: str | None = None, what: str = "policy") 
     if isinstance(text, bytes):
         if len(text) > MAX_POLICY_BYTES:
             raise PolicyError.single(
-                f"{what} is {len(text)} bytes; the limit is {MAX_POLICY_BYTES}", file=file, code="too_large",
+                f"{what} is larger than {MAX_POLICY_BYTES} bytes", file=file, code="too_large",
                 hint=_split_hint(what),
             )
         raw = text
@@ -214,10 +232,7 @@ def load_yaml(text: str | bytes, file: str | None = None, what: str = "policy") 
     try:
         loader = yaml.SafeLoader(text)
     except yaml.reader.ReaderError as exc:
-        raise PolicyError.single(
-            f"invalid character in the {what}: {exc.reason}", file=file, code="yaml",
-            hint="remove control characters (other than tab and newline) and lone surrogates",
-        ) from None
+        raise _reader_error(exc, text, file, what) from None
     try:
         node = loader.get_single_node()
     except yaml.MarkedYAMLError as exc:
@@ -233,10 +248,7 @@ def load_yaml(text: str | bytes, file: str | None = None, what: str = "policy") 
             hint="check the indentation and quoting around this place", code="yaml",
         ) from None
     except yaml.reader.ReaderError as exc:
-        raise PolicyError.single(
-            f"invalid character in the {what}: {exc.reason}", file=file, code="yaml",
-            hint="remove control characters (other than tab and newline) and lone surrogates",
-        ) from None
+        raise _reader_error(exc, text, file, what) from None
     except yaml.YAMLError as exc:
         raise PolicyError.single(f"invalid YAML: {exc}", file=file, code="yaml") from None
     except RecursionError:

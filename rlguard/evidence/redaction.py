@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 import orjson
 
+from rlguard.engine.context import IGNORABLE
 from rlguard.evidence.chain import CANONICAL
 from rlguard.evidence.errors import EvidenceError
 
@@ -62,9 +63,6 @@ _NUMPY_KINDS = frozenset("biuf")
 #: Value classes that orjson writes exactly as `Redactor.clean` would (floats need a finiteness check).
 _PLAIN = frozenset((str, int, bool, type(None)))
 _dumps = orjson.dumps
-#: Default-ignorable code points that are not in category Cf (removed from keys before matching).
-_IGNORABLE = re.compile("[\u034f\u115f\u1160\u17b4\u17b5\u180b-\u180f\u3164\ufe00-\ufe0f\uffa0"
-                        "\U000e0100-\U000e01ef]")
 CYCLE = "<cycle>"
 
 
@@ -77,7 +75,8 @@ def fold_key(key: str) -> str:
     if key.isascii():
         return key.casefold()
     text = unicodedata.normalize("NFKC", key)
-    text = _IGNORABLE.sub("", "".join(ch for ch in text if unicodedata.category(ch) != "Cf"))
+    # (default-ignorable code points render as nothing, as the engine reads them in tool names)
+    text = IGNORABLE.sub("", "".join(ch for ch in text if unicodedata.category(ch) != "Cf"))
     # Casefolding can produce characters NFKC changes again (over-redacting is the safe direction).
     return unicodedata.normalize("NFKC", text.casefold())
 

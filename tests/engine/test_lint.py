@@ -250,3 +250,46 @@ def test_a_careful_policy_has_no_warnings() -> None:
             verdict: allow
     """
     assert _lint(text) == []
+
+
+# -- invisible characters in field names ------------------------------------------------------------
+@pytest.mark.parametrize("char", ["\u200b", "\u00a0", "\u2028", "\u00ad", "\ufeff"],
+                         ids=["zero-width space", "no-break space", "line separator", "soft hyphen", "bom"])
+def test_an_invisible_character_in_a_field_name_warns_with_its_code_point(char: str) -> None:
+    escaped = f"\\u{ord(char):04x}"  # a YAML escape: a raw U+2028 would break the line
+    text = _policy(f'- id: r\n  when: {{tool: fs.read, "args.am{escaped}ount": {{exists: false}}}}\n  verdict: allow')
+    [problem] = [p for p in _lint(text) if p.code == "invisible_field"]
+    assert problem.rule_id == "r" and f"U+{ord(char):04X}" in problem.message
+    assert char not in problem.message and "args.amount" in (problem.hint or "")
+    assert problem.line == 6
+
+
+def test_a_plain_field_name_does_not_warn_invisible_field() -> None:
+    text = _policy("- id: r\n  when: {tool: fs.read, args.amount: {exists: false}}\n  verdict: deny")
+    assert "invisible_field" not in _codes(text)
+
+
+# -- empty conditions that change what a rule means ------------------------------------------------
+@pytest.mark.parametrize("rule, code, where", [
+    ("- id: r\n  when: {tool: stripe.refund}\n  limit: {}\n  verdict: deny_if_exceeds", "empty_limit", (7, 12)),
+    ("- id: r\n  when: {not: {}}\n  verdict: deny", "empty_condition", (6, 17)),
+    ("- id: r\n  when: {any: [{tool: a}, {}]}\n  verdict: deny", "empty_condition", (6, 29)),
+    ("- id: r\n  when: {all: [{not: {}}]}\n  verdict: deny", "empty_condition", (6, 24)),
+    ("- id: r\n  limit: {not: {}}\n  verdict: deny_if_exceeds", "empty_condition", (6, 18)),
+], ids=["empty limit", "not empty", "any item empty", "nested not empty", "not empty in limit"])
+def test_an_empty_condition_that_changes_the_meaning_warns(rule: str, code: str, where: tuple[int, int]) -> None:
+    [problem] = [p for p in _lint(_policy(rule)) if p.code in ("empty_limit", "empty_condition")]
+    assert (problem.code, problem.rule_id, (problem.line, problem.column)) == (code, "r", where)
+    assert problem.hint and "e.g." in problem.hint
+
+
+def test_an_empty_when_and_an_empty_limit_on_the_last_allow_are_quiet() -> None:
+    text = _policy("- id: r\n  when: {}\n  verdict: deny", "- id: s\n  when: {not: {tool: a}}\n  verdict: deny")
+    assert not {"empty_limit", "empty_condition"} & set(_codes(text))
+
+
+def test_an_empty_limit_really_never_denies() -> None:
+    # why the warning exists: the "cap" allows any amount
+    policy = _policy("- id: r\n  when: {tool: stripe.refund}\n  limit: {}\n  verdict: deny_if_exceeds")
+    gate = PolicyGate.from_string(policy)
+    assert gate.check(ActionContext("stripe.refund", {"amount_cents": 10**9})).action == "allow"
