@@ -67,22 +67,26 @@ def _negate(tri: Tri) -> Tri:
 
 def compare_float(x: FloatArray, op: str, bound: int | float) -> BoolArray:
     """``x <op> bound`` for a float64 array and a finite Python number, exactly as Python compares."""
-    if isinstance(bound, float):
-        t = bound
-        exact = True
-    else:
-        try:
-            t = float(bound)
-        except OverflowError:  # beyond every finite float64
-            t = math.inf if bound > 0 else -math.inf
-        exact = t == bound
+    ufunc, t = float_comparison(op, bound)
     # (Comparisons with NaN raise no floating-point warning.)
-    if exact:
-        return _ORDER[op](x, t)
+    return ufunc(x, t)
+
+
+def float_comparison(op: str, bound: int | float) -> tuple[Callable[[Any, Any], BoolArray], float]:
+    """(ufunc, t) such that ``ufunc(x, t)`` is ``x <op> bound`` exactly for float64 x (t: `bound`
+    rounded to float64; the ufunc accounts for the rounding). Computed once, applied per step."""
+    if isinstance(bound, float):
+        return _ORDER[op], bound
+    try:
+        t = float(bound)
+    except OverflowError:  # beyond every finite float64
+        t = math.inf if bound > 0 else -math.inf
+    if t == bound:
+        return _ORDER[op], t
     # No float64 lies strictly between `bound` and its rounding `t`.
     if t > bound:
-        return x < t if op in ("lt", "lte") else x >= t
-    return x <= t if op in ("lt", "lte") else x > t
+        return (np.less if op in ("lt", "lte") else np.greater_equal), t
+    return (np.less_equal if op in ("lt", "lte") else np.greater), t
 
 
 _ORDER: dict[str, Callable[[Any, Any], BoolArray]] = {

@@ -29,6 +29,7 @@ import numpy as np
 import numpy.typing as npt
 
 from rlguard.engine.batch_eval import Consumption, evaluate_batch
+from rlguard.engine.batch_ops import float_comparison
 from rlguard.engine.batch_state import BatchPolicyState
 from rlguard.engine.model import Compare, Rule, iter_compares
 
@@ -206,19 +207,6 @@ def _buffer(buffers: dict[tuple[str, int], npt.NDArray[np.bool_]], name: str, he
     return below
 
 
-def _greater_than(bound: int | float) -> tuple[np.ufunc, float]:
-    """(ufunc, t) such that ``ufunc(x, t)`` is ``x > bound`` for float64 x, exactly as
-    `rlguard.engine.batch_ops.compare_float` computes it (once per rule, not per step)."""
-    if isinstance(bound, float):
-        return np.greater, bound
-    try:
-        t = float(bound)
-    except OverflowError:  # beyond every finite float64
-        t = math.inf if bound > 0 else -math.inf
-    # No float64 lies strictly between `bound` and its rounding `t`.
-    return (np.greater_equal if t > bound else np.greater), t
-
-
 def _digit_one(column: _Column, fields: Mapping[str, Any]) -> int | None:
     """`_Column.digits` for a batch of one row, with Python numbers instead of numpy calls."""
     value, present = column_of(fields, column.name)
@@ -252,7 +240,7 @@ class _Limit:
         self.budget_field = rule.budget.field.name if rule.budget is not None else None
         self.float_amount = True  # whether the amount column holds floats (set when the table is built)
         self.weight = 1
-        self._over = _greater_than(rule.budget.max) if rule.budget is not None else None
+        self._over = float_comparison("gt", rule.budget.max) if rule.budget is not None else None
 
     def exceeded(self, state: BatchPolicyState, spend: npt.NDArray[np.float64] | None,
                  now: float) -> npt.NDArray[np.bool_]:
@@ -267,9 +255,9 @@ class _Limit:
             if not self.float_amount:
                 # Usage never exceeds the max (only amounts within it are consumed), and an int64
                 # amount is below 1e19: the sum cannot overflow.
-                return greater(used[0] + spend, t)  # type: ignore[no-any-return]
+                return greater(used[0] + spend, t)
             with np.errstate(over="ignore"):  # a float amount near the largest float
-                return greater(used[0] + spend, t)  # type: ignore[no-any-return]
+                return greater(used[0] + spend, t)
         assert rule.rate is not None
         return used[1] >= rule.rate.max  # (numpy compares with an int beyond int64 exactly)
 
@@ -279,7 +267,7 @@ class _Limit:
         if self._over is not None:
             greater, t = self._over
             total = float(used[0][0]) + spend
-            return total >= t if greater is np.greater_equal else total > t
+            return bool(greater(total, t))
         assert self.rule.rate is not None
         return int(used[1][0]) >= self.rule.rate.max
 

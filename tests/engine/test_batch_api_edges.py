@@ -89,7 +89,7 @@ rules:
 
 def test_a_column_for_a_child_path_makes_the_parent_exist() -> None:
     # A column `args.opts.force` puts args={"opts": {"force": 1}} in the row's context, so
-    # `args.opts` exists and gate.check denies; the batch reads `args.opts` as missing and allows.
+    # `args.opts` exists and gate.check denies (the batch once read `args.opts` as missing, and allowed).
     gate = PolicyGate.from_string("""
 version: 1
 default: allow
@@ -237,7 +237,7 @@ def test_narrow_codes_with_more_values_than_their_dtype_holds() -> None:
 
 def test_a_timedelta_column_is_decided_as_check_decides_it() -> None:
     # np.timedelta64 is an np.integer, so as_number calls int() on it, which raises for units of
-    # seconds and NaT. gate.check turns that into deny ("evaluation error"); check_batch raises.
+    # seconds and NaT. gate.check turned that into deny ("evaluation error"); check_batch raised.
     gate = PolicyGate.from_string("""
 version: 1
 default: deny
