@@ -233,8 +233,9 @@ def test_deny_if_exceeds_with_an_empty_limit_is_not_accepted_silently(capsys: py
                                                                       tmp_path: Path) -> None:
     path = write(tmp_path, "p.yaml", RULE + "    when: {tool: stripe.refund}\n    limit: {}\n"
                  "    verdict: deny_if_exceeds\n")
-    code, out, _ = run(capsys, "eval", path, "--tool", "stripe.refund", "--args", '{"amount_cents": 99999999}')
-    assert json.loads(out)["action"] == "allow"  # the "cap" is an allow rule: nothing can exceed `{}`
+    # The "cap" would be an allow rule (nothing can exceed `{}`): the policy does not load.
+    code, out, err = run(capsys, "eval", path, "--tool", "stripe.refund", "--args", '{"amount_cents": 99999999}')
+    assert code != 0 and "`limit`" in err and "empty" in err and "help:" in err, (out, err)
     code, _, _ = run(capsys, "check", "--strict", path)
     assert code == 1, "a `deny_if_exceeds` rule that can never be exceeded passes `check --strict`"
 

@@ -17,10 +17,6 @@ given). It never changes what a policy decides; `rlguard check` prints the warni
 - ``invisible_field``: a field name holding an invisible or control character (a zero-width
   space, a control character, a non-breaking space): no caller sends that field, so the condition
   silently reads a missing value.
-- ``empty_limit``: a ``deny_if_exceeds`` rule with ``limit: {}``. An empty condition always holds,
-  so the rule can never be exceeded: it allows every action its ``when`` matches (fail open).
-- ``empty_condition``: ``{}`` under ``not`` or as an item of ``any``/``all``: ``not: {}`` never
-  holds (the rule never applies) and ``any: [{}, ...]`` always holds.
 - ``regex_newline``: a rule that restricts uses `.` in a ``regex`` without ``(?s)``: `.` does not
   match a line break, so a multi-line value slips past ``.*rm -rf.*``.
 """
@@ -101,7 +97,6 @@ class _Linter:
             self.allow_all(rule)
             if isinstance(raw, Mapping):
                 self.raw_fields(rule, raw)
-                self.empty_conditions(rule, raw)
 
     # -- shadowing -------------------------------------------------------------------------
     def shadowed(self, rule: Rule) -> None:
@@ -174,31 +169,6 @@ class _Linter:
                             "write the pattern in lower case",
                         )
 
-
-    def empty_conditions(self, rule: Rule, raw: Mapping[str, Any]) -> None:
-        """Warn about `limit: {}` and `{}` under `not`/`any`/`all`: each always holds (or, negated, never
-        does), so the rule means something its author did not write."""
-        path: Path = ("rules", rule.index)
-        if rule.verdict == "deny_if_exceeds" and raw.get("limit") == {}:
-            self.warn(
-                f"`limit` in rule `{rule.id}` is empty, so it can never be exceeded: the rule allows every "
-                "action its `when` matches",
-                (*path, "limit"), rule_id=rule.id, code="empty_limit",
-                hint="write the cap, e.g. `limit: {args.amount_cents: {lte: 10000}}`, or remove `limit`",
-            )
-        for part in ("when", "limit"):
-            cond = raw.get(part)
-            if not isinstance(cond, Mapping):
-                continue
-            for key, where in _empty_groups(cond, (*path, part)):
-                if key == "not":
-                    message = f"empty condition under `not` in rule `{rule.id}`: `not: {{}}` never holds"
-                    example = "not: {environment: production}"
-                else:
-                    message = f"empty condition in `{key}` in rule `{rule.id}`: `{{}}` always holds"
-                    example = f"{key}: [{{environment: prod}}, {{agent: ops}}]"
-                self.warn(message, where, rule_id=rule.id, code="empty_condition",
-                          hint=f"write a condition, e.g. `{example}`, or remove it")
 
     def invisible_field(self, rule: Rule, key: str, path: Path) -> None:
         """Warn about a field name with a character nobody sees: `args.am<ZWSP>ount` is a different
@@ -274,21 +244,6 @@ def _has_any_char(pattern: str) -> bool:
         return walk(_p.parse(pattern).data)
     except Exception:  # pragma: no cover - compiled above; a parser quirk is not a warning
         return False
-
-
-def _empty_groups(cond: Mapping[str, Any], path: Path) -> Iterator[tuple[str, Path]]:
-    """(`not`/`any`/`all`, path) for every empty mapping directly under a group in a raw condition."""
-    for key, value in cond.items():
-        if key in ("any", "all") and isinstance(value, list):
-            for i, item in enumerate(value):
-                if isinstance(item, Mapping):
-                    if not item:
-                        yield key, (*path, key, i)
-                    yield from _empty_groups(item, (*path, key, i))
-        elif key == "not" and isinstance(value, Mapping):
-            if not value:
-                yield key, (*path, key)
-            yield from _empty_groups(value, (*path, key))
 
 
 def _raw_fields(cond: Mapping[str, Any], path: Path) -> Iterator[tuple[str, Any, Path]]:

@@ -288,6 +288,20 @@ class _Parser:
                          f"got {_typename(data)}", path, rule_id=rid, code="invalid_type",
                          hint=f"e.g. `{where}: {_GROUP_EXAMPLES.get(where, _GROUP_EXAMPLES['when'])}`")
             return None
+        if not data and where != "when":
+            # `when: {}` matches every action (documented); anywhere else `{}` changes what the
+            # rule means: a `limit` that can never be exceeded, a `not` that never holds.
+            if where == "limit":
+                message = f"`limit`{self.in_rule(rid)} is empty, so it can never be exceeded"
+                hint = "write the cap, e.g. `limit: {args.amount_cents: {lte: 10000}}`, or remove `limit`"
+            elif where == "not":
+                message = f"`not`{self.in_rule(rid)} is empty: `not: {{}}` never holds"
+                hint = "write a condition, e.g. `not: {environment: production}`, or remove it"
+            else:
+                message = f"an item of `{where}`{self.in_rule(rid)} is empty: `{{}}` always holds"
+                hint = f"write a condition, e.g. `{where}: [{{environment: prod}}, {{agent: ops}}]`, or remove it"
+            self.problem(message, path, rule_id=rid, hint=hint, code="empty_condition")
+            return None
         items: list[Cond] = []
         ok = True
         for key, value in data.items():

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from rlguard import ActionContext, PolicyGate, PolicyState, Problem, load_policy
+from rlguard import ActionContext, PolicyError, PolicyGate, PolicyState, Problem, load_policy
 from rlguard.engine.lint import lint, load_with_source
 
 
@@ -269,27 +269,25 @@ def test_a_plain_field_name_does_not_warn_invisible_field() -> None:
     assert "invisible_field" not in _codes(text)
 
 
-# -- empty conditions that change what a rule means ------------------------------------------------
-@pytest.mark.parametrize("rule, code, where", [
-    ("- id: r\n  when: {tool: stripe.refund}\n  limit: {}\n  verdict: deny_if_exceeds", "empty_limit", (7, 12)),
-    ("- id: r\n  when: {not: {}}\n  verdict: deny", "empty_condition", (6, 17)),
-    ("- id: r\n  when: {any: [{tool: a}, {}]}\n  verdict: deny", "empty_condition", (6, 29)),
-    ("- id: r\n  when: {all: [{not: {}}]}\n  verdict: deny", "empty_condition", (6, 24)),
-    ("- id: r\n  limit: {not: {}}\n  verdict: deny_if_exceeds", "empty_condition", (6, 18)),
+# -- empty conditions that change what a rule means are load errors ----------------------------------
+@pytest.mark.parametrize("rule, where", [
+    ("- id: r\n  when: {tool: stripe.refund}\n  limit: {}\n  verdict: deny_if_exceeds", (7, 10)),
+    ("- id: r\n  when: {not: {}}\n  verdict: deny", (6, 17)),
+    ("- id: r\n  when: {any: [{tool: a}, {}]}\n  verdict: deny", (6, 29)),
+    ("- id: r\n  when: {all: [{not: {}}]}\n  verdict: deny", (6, 24)),
+    ("- id: r\n  limit: {not: {}}\n  verdict: deny_if_exceeds", (6, 18)),
 ], ids=["empty limit", "not empty", "any item empty", "nested not empty", "not empty in limit"])
-def test_an_empty_condition_that_changes_the_meaning_warns(rule: str, code: str, where: tuple[int, int]) -> None:
-    [problem] = [p for p in _lint(_policy(rule)) if p.code in ("empty_limit", "empty_condition")]
-    assert (problem.code, problem.rule_id, (problem.line, problem.column)) == (code, "r", where)
+def test_an_empty_condition_that_changes_the_meaning_is_refused(rule: str, where: tuple[int, int]) -> None:
+    # `limit: {}` always holds (the "cap" allows any amount), `not: {}` never does, `{}` in `any`
+    # always holds: each would make the rule mean something its author did not write.
+    with pytest.raises(PolicyError) as info:
+        PolicyGate.from_string(_policy(rule))
+    problem = info.value.problems[0]
+    assert (problem.code, problem.rule_id) == ("empty_condition", "r")
+    assert problem.line == where[0]
     assert problem.hint and "e.g." in problem.hint
 
 
-def test_an_empty_when_and_an_empty_limit_on_the_last_allow_are_quiet() -> None:
+def test_an_empty_when_matches_every_action() -> None:
     text = _policy("- id: r\n  when: {}\n  verdict: deny", "- id: s\n  when: {not: {tool: a}}\n  verdict: deny")
-    assert not {"empty_limit", "empty_condition"} & set(_codes(text))
-
-
-def test_an_empty_limit_really_never_denies() -> None:
-    # why the warning exists: the "cap" allows any amount
-    policy = _policy("- id: r\n  when: {tool: stripe.refund}\n  limit: {}\n  verdict: deny_if_exceeds")
-    gate = PolicyGate.from_string(policy)
-    assert gate.check(ActionContext("stripe.refund", {"amount_cents": 10**9})).action == "allow"
+    assert PolicyGate.from_string(text).check(ActionContext("anything")).action == "deny"
