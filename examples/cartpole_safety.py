@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -24,20 +25,8 @@ from rlguard import PolicyGate
 from rlguard.reward_shaping import SeverityPenalty
 from rlguard.wrappers import ActionSchema, GovernedVectorEnv
 
-POLICY = """
-version: 1
-name: cartpole-edges
-default: allow
-rules:
-  - id: no-push-right-beyond-1.5
-    when: {tool: cart.push, args.direction: right, args.x: {gt: 1.5}}
-    verdict: deny
-    reason: "Pushing right beyond x = 1.5 drives the cart off the track."
-  - id: no-push-left-beyond-minus-1.5
-    when: {tool: cart.push, args.direction: left, args.x: {lt: -1.5}}
-    verdict: deny
-    reason: "Pushing left beyond x = -1.5 drives the cart off the track."
-"""
+#: The policy: no push towards the edge beyond ±1.5 (the README's training quickstart loads it too).
+POLICY_PATH = Path(__file__).resolve().with_name("cartpole.yaml")
 
 
 @dataclass
@@ -72,7 +61,7 @@ def main(args: Args) -> dict[str, int]:
             fields=cart_position,
             fallback=push_back,
         )
-        envs = GovernedVectorEnv(envs, PolicyGate.from_string(POLICY), schema, shaper=SeverityPenalty(scale=0.01))
+        envs = GovernedVectorEnv(envs, PolicyGate.from_yaml(POLICY_PATH), schema, shaper=SeverityPenalty(scale=0.01))
     obs, _ = envs.reset(seed=args.seed)
     rng = np.random.default_rng(args.seed)
     stats = {"off_track": 0, "pole_fell": 0, "blocked": 0, "cost": 0}
