@@ -319,8 +319,29 @@ def _arms(text: str) -> list[str]:
     arms = [a.strip() for a in text.split(",")]
     if not all(arms):
         raise argparse.ArgumentTypeError(f"`{text}` is not a comma-separated list of arm names "
-                                         "(e.g. `ungoverned,block,penalty`)")
+                                         "(e.g. `ungoverned,block,block+penalty`)")
+    repeated = next((a for i, a in enumerate(arms) if a in arms[:i]), None)
+    if repeated is not None:
+        raise argparse.ArgumentTypeError(f"arm `{repeated}` is named twice in `{text}` (each arm runs once)")
     return arms
+
+
+#: The most training iterations `rlguard demo --iterations` takes (the default run uses a few hundred).
+MAX_DEMO_ITERATIONS = 100_000
+
+
+def _iterations(text: str) -> int:
+    value = _positive_int(text)
+    if value > MAX_DEMO_ITERATIONS:
+        raise argparse.ArgumentTypeError(f"`{text}` is more than {MAX_DEMO_ITERATIONS} iterations")
+    return value
+
+
+def _seed(text: str) -> int:
+    value = _int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"`{text}` is negative: seeds are whole numbers from 0")
+    return value
 
 
 def _positive_int(text: str) -> int:
@@ -421,9 +442,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="output directory; the logs a previous demo wrote there (train-*.jsonl, deploy.jsonl) "
                    "are replaced (default: %(default)s)")
     p.add_argument("--quick", action="store_true", help="a few seconds, for CI")
-    p.add_argument("--seed", type=_int, default=0, help="random seed (default: %(default)s)")
+    p.add_argument("--seed", type=_seed, default=0, help="random seed, 0 or more (default: %(default)s)")
     p.add_argument("--arms", type=_arms, default=None, metavar="A,B,...", help="arms to run (default: all)")
-    p.add_argument("--iterations", type=_positive_int, default=None, metavar="N", help="training iterations")
+    p.add_argument("--iterations", type=_iterations, default=None, metavar="N",
+                   help=f"training iterations (1 to {MAX_DEMO_ITERATIONS})")
     p.set_defaults(handler=cmd_demo)
     for command, subparser in sub.choices.items():
         subparser.epilog = epilogs[command]

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import shlex
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -214,7 +215,7 @@ def _targets(result: DemoResult) -> list[dict[str, Any]]:
     targets: list[dict[str, Any]] = []
 
     def add(name: str, value: float, ok: bool, wanted: str) -> None:
-        targets.append({"target": name, "value": round(value, 5), "wanted": wanted, "met": bool(ok)})
+        targets.append({"target": name, "value": value, "wanted": wanted, "met": bool(ok)})
 
     if "ungoverned" in by_arm:
         v = by_arm["ungoverned"].without_gate.violation_rate
@@ -335,6 +336,14 @@ def run_demo(
     if unknown:
         progress_stream.write(f"error: unknown arm `{unknown[0]}`\n  help: choose from {', '.join(ARMS)}\n")
         return 2
+    if len(set(names)) != len(names):
+        repeated = next(a for i, a in enumerate(names) if a in names[:i])
+        progress_stream.write(f"error: arm `{repeated}` is named twice\n  help: name each arm once\n")
+        return 2
+    if not isinstance(seed, int) or seed < 0:
+        progress_stream.write(f"error: `--seed` must be a whole number from 0, got `{seed}`\n"
+                              "  help: pass e.g. --seed 0\n")
+        return 2
     if iterations is not None and iterations < 1:
         progress_stream.write(f"error: `--iterations` must be at least 1, got `{iterations}`\n")
         return 2
@@ -404,5 +413,6 @@ def run_demo(
       + ", ".join(a.evidence for a in result.arms) + ", deploy.jsonl"
       + (", learning-curves.png" if plotted else " (pip install 'rlguard[report]' for learning-curves.png)")
       + "\n")
-    w(f"check the evidence: rlguard verify {out_dir}/deploy.jsonl   ({result.seconds:.1f} s in all)\n")
+    w(f"check the evidence: rlguard verify {shlex.quote(str(out_dir / 'deploy.jsonl'))}   "
+      f"({result.seconds:.1f} s in all)\n")
     return 0

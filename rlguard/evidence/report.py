@@ -37,8 +37,14 @@ img{max-width:100%}
 """
 
 
+# Bidirectional controls from a log would reorder what the page shows after them: written as
+# character references, they show as what they are without acting.
+_BIDI = {ord(c): f"&#x{ord(c):x};" for c in "\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e"
+         "\u2066\u2067\u2068\u2069"}
+
+
 def _e(value: object) -> str:
-    return html.escape(str(value), quote=True)
+    return html.escape(str(value), quote=True).translate(_BIDI)
 
 
 def _table(headers: Sequence[str], rows: Iterable[Sequence[object]], numeric_from: int = 1) -> str:

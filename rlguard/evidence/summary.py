@@ -228,7 +228,8 @@ def well_formed(record: dict[str, Any]) -> bool:
             for layer in layers or ()
         )
     if kind == "header":
-        return _list(record.get("redact"))
+        redact = record.get("redact")
+        return redact is None or (isinstance(redact, list) and all(isinstance(p, str) for p in redact))
     return True
 
 
