@@ -202,8 +202,17 @@ def _warnings(fired: npt.NDArray[Any], mask: npt.NDArray[np.bool_] | None,
     else:
         any_rule = np.logical_or.reduce(fired, axis=0)
         warned = np.count_nonzero(any_rule if mask is None else np.logical_and(any_rule, mask))
-    # In rule order: an id that two layers share keeps the later count, as it always has.
-    return int(warned), {warn_ids[j]: int(counts[j]) for j in hit}
+    per_id: dict[str, int] = {}
+    shared: dict[str, list[int]] = {}
+    for j in hit:
+        shared.setdefault(warn_ids[j], []).append(j)
+    for warn_id, columns in shared.items():
+        if len(columns) == 1:
+            per_id[warn_id] = int(counts[columns[0]])
+        else:  # an id two layers share: the rows where either fired
+            fired_any = np.logical_or.reduce(fired[columns], axis=0)
+            per_id[warn_id] = int(np.count_nonzero(fired_any if mask is None else np.logical_and(fired_any, mask)))
+    return int(warned), per_id
 
 
 def _tools(batch: ActionBatch, rows: IntArray | slice) -> npt.NDArray[Any]:
@@ -265,12 +274,11 @@ def _by_rule(deciding: np.ndarray, keys: tuple[str, ...], keys_json: tuple[bytes
     if _same(deciding):  # one rule (common in a step): no bincount
         return b"{%s:%d}" % (keys_json[deciding.item(0) + 1], deciding.shape[0])
     counts = np.bincount(deciding + 1)
-    if counts.shape[0] <= 64:  # a short list beats a flatnonzero and a gather
-        by_rule = {keys[k]: c for k, c in enumerate(counts.tolist()) if c}
-    else:
-        nonzero = np.flatnonzero(counts).tolist()
-        by_rule = dict(zip([keys[k] for k in nonzero], counts[nonzero].tolist(), strict=True))
-    # An id that two layers share keeps the later count, as it always has.
+    nonzero = np.flatnonzero(counts).tolist()
+    by_rule: dict[str, int] = {}
+    for k, c in zip(nonzero, counts[nonzero].tolist(), strict=True):
+        # an id that two layers of a derived gate share counts the rows of both
+        by_rule[keys[k]] = by_rule.get(keys[k], 0) + c
     return orjson.dumps(by_rule, option=_SORTED)
 
 

@@ -301,6 +301,11 @@ class Governor:
             # evaluating it has no effect at all (its outputs are dropped below).
             batch = binding.assemble(idx, extra, n, skip if self.stateful else None)
             verdict = evaluate_batch(self.gate, batch, self.state, pending=pending)
+            if (self.recorder is not None and not self._record_mask and self.stateful and skip is not None
+                    and np.count_nonzero(skip)):
+                # A recorder that cannot leave rows out shows skipped rows as allowed: with their
+                # own tools, not the invalid name that kept them from consuming.
+                batch = binding.assemble(idx, extra, n)
             rule = verdict.rule_index
             if self._layer_offsets is not None:
                 rule = np.where(rule < 0, np.int16(-1), self._layer_offsets[verdict.layer] + rule).astype(np.int16)

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from gymnasium import spaces
 
-from rlguard.engine.context import MISSING, walk_path
+from rlguard.engine.context import MISSING, is_invalid_tool_name, normalize_tool_name, walk_path
 from rlguard.engine.model import FIELD_ROOTS
 from rlguard.wrappers.batching import sample_batch
 from rlguard.wrappers.cell_table import CellTable, rule_offsets
@@ -49,6 +49,13 @@ def _check_entry(entry: Any, where: str) -> dict[str, Any]:
         raise _fail(
             f"ActionSchema: {where} needs a non-empty `tool` name, got `{tool!r}`",
             'name the tool the action calls, e.g. "tool": "cart.push"',
+        )
+    if is_invalid_tool_name(tool, normalize_tool_name(tool)):
+        # (the policy would deny every such call as an invalid tool name: never what a table means)
+        raise _fail(
+            f"ActionSchema: {where} has an invalid tool name `{tool!r}` (a space, a control or an invisible "
+            "character, or over 1024 characters)",
+            'write the tool name without it, e.g. "tool": "cart.push"',
         )
     for key in _MAPPING_KEYS:
         value = entry.get(key)

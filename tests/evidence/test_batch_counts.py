@@ -75,11 +75,13 @@ def test_warning_and_indeterminate_counts_match_plain_reductions(
 
     keep = np.ones(n, dtype=bool) if mask is None else mask
     fired = verdicts.warnings[keep]  # (kept rows, warn rules): the straightforward result
-    per_rule = fired.sum(axis=0)
     expected: dict[str, int] = {}
-    for j, rule_id in enumerate(verdicts.warn_rule_ids):
-        if per_rule[j]:
-            expected[rule_id] = int(per_rule[j])  # a repeated id keeps the later layer's count
+    ids = verdicts.warn_rule_ids
+    for rule_id in dict.fromkeys(ids):
+        # the rows where a warn rule with this id fired (an id two layers share: either layer's)
+        rows = fired[:, [j for j, other in enumerate(ids) if other == rule_id]].any(axis=1)
+        if rows.any():
+            expected[rule_id] = int(rows.sum())
     assert record["warnings"] == expected
     assert record["warned"] == int(fired.any(axis=1).sum())
     assert record["indeterminate"] == int(verdicts.indeterminate[keep].sum())
