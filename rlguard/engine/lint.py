@@ -33,6 +33,7 @@ from rlguard.engine.context import is_invalid_tool_name, normalize_tool_name
 from rlguard.engine.errors import Problem, codepoint, invisible_char, shown
 from rlguard.engine.model import AllOf, Compare, Cond, Policy, Rule
 from rlguard.engine.parser import parse_policy
+from rlguard.engine.regex_safety import uses_any_char
 from rlguard.engine.yaml_source import Path, SourceMap, load_yaml
 
 try:  # Python >= 3.11
@@ -192,7 +193,7 @@ class _Linter:
             compiled = re.compile(pattern)
         except re.error:
             return
-        if compiled.flags & re.DOTALL or not _has_any_char(pattern):
+        if compiled.flags & re.DOTALL or not uses_any_char(pattern):
             return
         self.warn(
             f"regex `{pattern}` in rule `{rule.id}` uses `.`, which does not match a line break: "
@@ -225,25 +226,6 @@ class _Linter:
                     hint="remove the stray character (tool names are compared after NFKC and casefold)",
                 )
                 return
-
-
-def _has_any_char(pattern: str) -> bool:
-    """Whether the parsed pattern uses `.` (ANY) anywhere."""
-    def walk(items: Any) -> bool:
-        for op, arg in items:
-            if op is _c.ANY:
-                return True
-            for sub in arg if isinstance(arg, (list, tuple)) else ():
-                if isinstance(sub, _p.SubPattern) and walk(sub.data):
-                    return True
-                if isinstance(sub, list) and any(isinstance(x, _p.SubPattern) and walk(x.data) for x in sub):
-                    return True
-        return False
-
-    try:
-        return walk(_p.parse(pattern).data)
-    except Exception:  # pragma: no cover - compiled above; a parser quirk is not a warning
-        return False
 
 
 def _raw_fields(cond: Mapping[str, Any], path: Path) -> Iterator[tuple[str, Any, Path]]:

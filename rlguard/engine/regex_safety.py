@@ -54,3 +54,11 @@ def nested_unbounded_repeat(pattern: str) -> bool:
         return False
 
     return walk(_p.parse(pattern))
+
+
+def uses_any_char(pattern: str) -> bool:
+    """True when the pattern uses `.` (which, without ``(?s)``, does not match a line break)."""
+    def walk(items: Any) -> bool:
+        return any(op is _c.ANY or any(walk(child) for child in _children(op, av)) for op, av in items)
+
+    return walk(_p.parse(pattern))
