@@ -8,6 +8,9 @@ N = 4096 as a fraction of ``check_batch`` on the same batch.
 Floors, measured in the same run on the same file system: the ``os.write`` of a decision line
 alone and ``check`` + that write (what check + record costs with no serialization, hashing or
 chaining), and the sha256 + ``os.write`` of each batch line (a lower bound for that record_batch).
+"The same violations line, by hand" writes a record holding what the recorder's holds (checked in
+the run) with the fewest steps found for this one policy: numpy gathers, one ``orjson.dumps``,
+sha256, ``os.write``. What any recorder writing that line costs, near enough.
 A ``BatchVerdict`` may decode its per-row arrays on first use: the main figures time record_batch
 on a verdict whose arrays were read already (as the wrappers do); "fresh verdict" times it as the
 first reader of a new verdict.
@@ -148,6 +151,60 @@ def latencies(directory: Path, n: int) -> dict[str, tuple[float, float]]:
     return out
 
 
+def hand_written_violations(batch: ActionBatch, verdicts: Any, gate: PolicyGate, fd: int) -> Callable[[], bytes]:
+    """The ``violations`` line of this benchmark's batch written by hand, for this one policy (no warn
+    rules, no secret fields): the refused rows gathered by numpy, one ``orjson.dumps`` of the whole
+    record, sha256 chaining, one ``os.write``. No redaction, no checks, no lock. Returns the function
+    that writes one line and returns it (`check_hand_written` compares it with the recorder's)."""
+    allowed, action, rule = verdicts.allowed, verdicts.action, verdicts.rule_index
+    tool = batch.tool
+    amount = batch.columns["args.amount"].data
+    environment = batch.columns["environment"].codes
+    indeterminate = verdicts.indeterminate
+    keys = ("(default)", *verdicts.rule_ids)
+    n = allowed.shape[0]
+    option = orjson.OPT_SORT_KEYS | orjson.OPT_SERIALIZE_NUMPY
+    chain = {"prev": "0" * 64, "seq": 0}
+
+    def line() -> bytes:
+        blocked = np.flatnonzero(~allowed)
+        refused_action, refused_rule = action[blocked], rule[blocked]
+        k = blocked.shape[0]
+        deny = refused_action.tobytes().count(1)
+        counts = np.bincount(refused_rule + 1)
+        nonzero = np.flatnonzero(counts)
+        chain["seq"] += 1
+        record = {
+            "by_rule": dict(zip([keys[i] for i in nonzero.tolist()], counts[nonzero].tolist(), strict=True)),
+            "counts": {"allow": n - k, "deny": deny, "require_approval": k - deny},
+            "detail": "violations", "indeterminate": int(np.count_nonzero(indeterminate)), "kind": "batch", "n": n,
+            "policy_digest": gate.digest, "prev": chain["prev"],
+            "rows": {"action": refused_action, "rule": refused_rule, "tool": tool[blocked], "index": blocked,
+                     "fields": {"args.amount": amount[blocked].astype(np.int64),
+                                "environment": {"codes": environment[blocked], "values": ["dev", "production"]}}},
+            "rule_ids": verdicts.rule_ids, "seq": chain["seq"], "step": chain["seq"], "tools": batch.vocab.names,
+            "ts": "2026-01-01T00:00:00.000000Z", "warned": 0, "warnings": {},
+        }
+        core = orjson.dumps(record, option=option)
+        digest = hashlib.sha256(core).hexdigest()
+        out = b"".join((core[:-1], b',"hash":"', digest.encode(), b'"}\n'))
+        os.write(fd, out)
+        chain["prev"] = digest
+        return out
+
+    return line
+
+
+def check_hand_written(hand: bytes, recorded: bytes) -> None:
+    """Raise unless the hand-written line holds what the recorder's holds (chain and time aside)."""
+    ours, theirs = orjson.loads(hand), orjson.loads(recorded)
+    for record in (ours, theirs):
+        for key in ("prev", "hash", "seq", "step", "ts"):
+            record.pop(key)
+    if ours != theirs:
+        raise AssertionError("the hand-written violations line differs from the recorder's")
+
+
 def batch_costs(directory: Path, n: int, repeats: int, production: float) -> dict[str, float]:
     """check_batch and record_batch on one step; `production` (the share of rows in production)
     sets how many rows the policy refuses."""
@@ -187,6 +244,15 @@ def batch_costs(directory: Path, n: int, repeats: int, production: float) -> dic
     for detail in ("summary", "violations"):
         out[f"build {detail}"] = median_us(
             lambda d=detail: batch_pieces(batch, verdicts, step=1, detail=d, redactor=redactor))
+    # The floor of a violations record that holds what the recorder's holds: written by hand.
+    fd = os.open(directory / f"hand-{production}.jsonl", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    try:
+        hand = hand_written_violations(batch, verdicts, gate, fd)
+        recorded = [line for line in sink.read_bytes().splitlines(keepends=True) if b'"detail":"violations"' in line]
+        check_hand_written(hand(), recorded[-1])
+        out["hand violations"] = median_us(hand)
+    finally:
+        os.close(fd)
     # The floor of each batch record: sha256 and os.write of a line of the same size.
     lines = {orjson.loads(line)["detail"]: line for line in sink.read_bytes().splitlines(keepends=True)
              if line.startswith(b'{"by_rule"')}  # the last batch line of each detail
@@ -236,6 +302,9 @@ def main() -> None:
                   f"{floor:.1f} = {floor / base:.1%})")
         print(f"  {'record_batch(violations), fresh verdict':<40} {cost['fresh']:9.1f}   "
               f"{cost['fresh'] / base:6.1%} of check_batch")
+        hand = cost["hand violations"]
+        print(f"  {'the same violations line, by hand':<40} {hand:9.1f}   {hand / base:6.1%} of check_batch"
+              "   (numpy + one orjson.dumps + sha256 + os.write, this policy only)")
         for detail in ("summary", "violations"):
             build = cost[f"build {detail}"]
             print(f"    {detail}: building the line {build:.1f} µs ({build / base:.1%}), then locking, hashing, "

@@ -8,6 +8,11 @@ pre-drawn actions, in alternating rounds, and prints the median steps per second
 median of the per-round ratios (governed / raw; 1.0 = free). It also prints how the governed
 step's time splits (a separate timing of the batch evaluation alone), so a slow case says where
 its time goes. Not a test: figures depend on the machine; read them as ratios.
+
+Two rows bound what any implementation could reach: "the floor" steps the env and builds only the
+arrays a governed step returns, and "the numpy floor" is the 3-rule case written by hand for that one
+policy with the fewest numpy calls found (before the run, `check_hand_written` checks that it returns
+what GovernedVectorEnv returns, step by step, with refusals).
 """
 
 from __future__ import annotations
@@ -131,6 +136,93 @@ def outputs_only_case(n: int) -> Case:
                 lambda: CartPoleVectorEnv(num_envs=n), lambda: OutputsOnly(CartPoleVectorEnv(num_envs=n)), None)
 
 
+class HandWritten3Rules(VectorWrapper):  # type: ignore[type-arg]
+    """The 3-rule case written by hand for this one policy, with the fewest numpy calls found: no
+    engine, no table, no Python loop. It returns what `GovernedVectorEnv` returns (`check_hand_written`
+    compares them step by step before the run), so its ratio bounds any numpy implementation of the
+    case: a general engine can only add to it."""
+
+    def reset(self, **kwargs: Any) -> Any:
+        obs, info = self.env.reset(**kwargs)
+        self._obs, self._skip = obs, None
+        return obs, info
+
+    def step(self, actions: Any) -> Any:
+        if np.maximum.reduce(actions.view(np.uint64)) >= 2:  # the range check: negatives are huge
+            raise ValueError("an action is outside the action space")
+        obs, skip = self._obs, self._skip
+        x = obs[:, 0]
+        right = actions.astype(np.bool_)
+        deny_right = np.greater(x, np.float32(1.5))
+        deny_right &= right
+        deny_left = np.greater(np.less(x, np.float32(-1.5)), right)  # x < -1.5 and pushing left
+        deny = deny_right | deny_left
+        warn = np.greater(obs[:, 1], np.float32(1.5))
+        if skip is None:
+            keep = np.ones(self.num_envs, dtype=np.bool_)
+        else:  # the reset step of a sub-env that ended (NEXT_STEP): not evaluated
+            keep = ~skip
+            deny &= keep
+            deny_left &= keep
+            warn &= keep
+        penalty = np.where(deny, np.float32(50.0), np.multiply(warn, np.float32(10.0), dtype=np.float32))
+        rule = np.subtract(deny_left, np.greater(keep, deny), dtype=np.int16)  # 0, 1, -1; 0 when skipped
+        action = deny.astype(np.int8)
+        executed = np.where(deny, 0, actions) if np.count_nonzero(deny) else actions
+        obs, rewards, terminations, truncations, info = self.env.step(executed)
+        rewards = (rewards - np.multiply(penalty, 0.01, dtype=np.float64)).astype(rewards.dtype, copy=False)
+        info = dict(info)
+        info["rlguard"] = {"action": action, "rule": rule, "blocked": deny, "proposed": actions,
+                           "executed": executed, "penalty": penalty}
+        info["_rlguard"] = keep
+        info["cost"] = deny.astype(np.float64)
+        info["_cost"] = keep.copy()
+        ended = terminations | truncations
+        self._skip = ended if np.count_nonzero(ended) else None
+        self._obs = obs
+        return obs, rewards, terminations, truncations, info
+
+
+def hand_written_case(n: int) -> Case:
+    return Case(f"CartPoleVectorEnv({n}), 3 rules by hand: the numpy floor",
+                lambda: CartPoleVectorEnv(num_envs=n), lambda: HandWritten3Rules(CartPoleVectorEnv(num_envs=n)), None)
+
+
+def check_hand_written(n: int, steps: int, seed: int) -> None:
+    """Raise unless `HandWritten3Rules` returns what `GovernedVectorEnv` returns on the 3-rule case,
+    for random actions from the same seeds (edges and speeds included: episodes run long enough)."""
+    governed = cartpole_case(n, 3, None).make_governed()
+    hand = HandWritten3Rules(CartPoleVectorEnv(num_envs=n))
+    governed.reset(seed=seed)
+    hand.reset(seed=seed)
+    rng = np.random.default_rng(seed)
+    edge = np.where(np.arange(n) % 2, 2.0, -2.0)  # half the carts steered to each edge
+    refused = 0
+    for _ in range(steps):
+        # Mostly a controller that keeps the pole up while steering the cart past ±1.5, where the
+        # policy refuses pushes towards the edge.
+        x, speed, theta, omega = hand._obs.T
+        steer = theta + 0.5 * omega + 0.05 * (x - edge) + 0.05 * speed
+        a = np.where(rng.random(n) < 0.9, (steer > 0).astype(np.int64), rng.integers(0, 2, n))
+        out_g, out_h = governed.step(a), hand.step(a)
+        for name, g, h in zip(("obs", "reward", "terminated", "truncated"), out_g[:4], out_h[:4], strict=True):
+            if g.dtype != h.dtype or not np.array_equal(g, h):
+                raise AssertionError(f"the hand-written step differs in `{name}`")
+        info_g, info_h = out_g[4], out_h[4]
+        for key in ("action", "rule", "blocked", "executed", "penalty"):
+            g, h = info_g["rlguard"][key], info_h["rlguard"][key]
+            if g.dtype != h.dtype or not np.array_equal(g, h):
+                raise AssertionError(f"the hand-written step differs in info['rlguard'][{key!r}]")
+        for key in ("_rlguard", "cost", "_cost"):
+            if not np.array_equal(info_g[key], info_h[key]):
+                raise AssertionError(f"the hand-written step differs in info[{key!r}]")
+        refused += int(np.count_nonzero(info_g["rlguard"]["blocked"]))
+    if not refused:
+        raise AssertionError("the comparison of the hand-written step refused no action: it checked too little")
+    governed.close()
+    hand.close()
+
+
 def tooluse_case(n: int) -> Case | None:
     from rlguard.envs import tooluse
     from rlguard.envs.tooluse_governance import tooluse_gate, tooluse_schema
@@ -248,7 +340,8 @@ def main() -> None:
     args = parser.parse_args()
     n = args.num_envs
     with tempfile.TemporaryDirectory() as tmp:
-        cases = [cartpole_case(n, 3, None), outputs_only_case(n), cartpole_case(n, 20, Path(tmp)),
+        check_hand_written(min(n, 256), 300, args.seed)
+        cases = [cartpole_case(n, 3, None), hand_written_case(n), outputs_only_case(n), cartpole_case(n, 20, Path(tmp)),
                  cartpole_case(n, 20, None)]
         tool = tooluse_case(n)
         if tool is not None:
@@ -277,7 +370,9 @@ def main() -> None:
           "governed / raw steps per second (median of rounds);\n'!' marks a ratio below its target; the cases "
           "without a target attribute costs: 'the floor' steps the env and builds only the arrays a governed "
           "step\nreturns (info['rlguard'], info['cost'], their masks), with no policy: no governed step can "
-          "beat its ratio.")
+          "beat its ratio;\n'numpy floor' is the 3-rule step written by hand for that one policy with the fewest "
+          "numpy calls found\n(checked before the run to return the same arrays as GovernedVectorEnv): a general "
+          "engine in numpy can only add to its cost.")
 
 
 if __name__ == "__main__":
