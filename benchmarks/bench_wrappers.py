@@ -18,7 +18,9 @@ what GovernedVectorEnv returns, step by step, with refusals).
 from __future__ import annotations
 
 import argparse
+import hashlib
 import math
+import os
 import statistics
 import tempfile
 import time
@@ -331,6 +333,25 @@ def _attribute(governed: GovernedVectorEnv[Any, Any], n: int, a: Any, steps: int
     return ((t2 - t1) - (t1 - t0)) / steps * 1e6, (t1 - t0) / steps * 1e6, precomputed
 
 
+def evidence_line_floor(directory: Path, repeats: int) -> tuple[float, int]:
+    """Median µs of sha256 + os.write of the evidence case's step line of median size, and its size:
+    what recording that line costs with no numpy, no serialization and no checks."""
+    lines = sorted((line for path in directory.glob("evidence-*.jsonl") for line in path.read_bytes().splitlines(True)
+                    if line.startswith(b'{"by_rule"')), key=len)
+    line = lines[len(lines) // 2]
+    fd = os.open(directory / "floor.jsonl", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    try:
+        samples = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            hashlib.sha256(line).hexdigest()
+            os.write(fd, line)
+            samples.append(time.perf_counter() - t0)
+    finally:
+        os.close(fd)
+    return statistics.median(samples) * 1e6, len(line)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--num-envs", type=int, default=4096)
@@ -348,8 +369,9 @@ def main() -> None:
             cases.append(tool)
         print(f"{'case':<62} {'raw steps/s':>11} {'governed':>9} {'ratio':>6} {'target':>6}   "
               f"{'raw µs':>7} {'gov µs':>7} {'table':>5} {'check':>6} {'batch':>6} {'blocked':>7}")
+        results: dict[str, dict[str, float]] = {}
         for case in cases:
-            r = run(case, args.rounds, args.steps, args.seed)
+            r = results[case.name] = run(case, args.rounds, args.steps, args.seed)
             if case.target is None:
                 target = "     -"
             else:
@@ -361,6 +383,11 @@ def main() -> None:
                   f"{target}   {r['raw_us']:>7.0f} {r['gov_us']:>7.0f} {table:>5} {check} {r['blocked']:>7.2%}")
         if tool is None:
             print("ToolUse: rlguard.envs.tooluse is not available; case skipped")
+        with_evidence, without = (results[c.name] for c in cases[3:5])
+        line_us, size = evidence_line_floor(Path(tmp), args.steps)
+        budget = with_evidence["raw_us"] / 0.6 - without["gov_us"]
+        print(f"{'  its evidence: sha256 + os.write of its median line alone':<62} {line_us:>6.0f} µs for "
+              f"{size / 1000:.0f} KB; a 0.60 ratio leaves {budget:.0f} µs for all of the evidence")
         one = single_env(args.rounds, args.steps * 20, args.seed)
         print(f"{'CartPoleEnv, one env (GovernedEnv), 3 rules, block + penalty':<62} {1e6 / one['raw_us']:>11.0f} "
               f"{1e6 / one['gov_us']:>9.0f} {one['ratio']:>6.2f}      -   {one['raw_us']:>7.1f} {one['gov_us']:>7.1f}")
