@@ -159,7 +159,6 @@ def test_every_command_gives_clear_errors_on_the_malformed_corpus(capsys: pytest
 EXAMPLE = DATA.parent.parent / "examples" / "quickstart"
 
 
-@pytest.mark.skipif(not (EXAMPLE / "policy.yaml").exists(), reason="the quickstart example is not there yet")
 def test_every_command_works_on_the_quickstart_example(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     policy = str(EXAMPLE / "policy.yaml")
     assert run(capsys, "check", "--strict", policy)[0] == 0
@@ -169,9 +168,9 @@ def test_every_command_works_on_the_quickstart_example(capsys: pytest.CaptureFix
     assert "verdict:" in run(capsys, "eval", policy, "--tool", "fs.write", "--explain")[1]
     assert run(capsys, "test", policy, CASES)[0] == 0  # the same policy as tests/data/cli/policy.yaml
     verbatim = EXAMPLE / "article_policy.yaml"
-    if verbatim.exists():
-        code, _, err = run(capsys, "check", str(verbatim))
-        assert code == 0 and "`args.environment`" in err and "write `environment:` instead" in err
+    assert verbatim.exists()
+    code, _, err = run(capsys, "check", str(verbatim))
+    assert code == 0 and "`args.environment`" in err and "write `environment:` instead" in err
 
 
 # -- eval -------------------------------------------------------------------------------------------

@@ -222,7 +222,7 @@ def test_regex_backtracking_check_as_section_5_6_says(pattern: str, ok: bool) ->
     if ok:
         _gate(source)
     else:
-        with pytest.raises(PolicyError):
+        with pytest.raises(PolicyError, match=rf"regex `{re.escape(pattern)}` in rule `r` nests unbounded repetition"):
             _gate(source)
 
 
@@ -278,7 +278,7 @@ def test_invalid_reload_keeps_the_old_policy(tmp_path: Path) -> None:
     gate = PolicyGate.from_yaml(path)
     digest = gate.digest
     path.write_text("version: 1\ndefault: maybe\nrules: []\n")
-    with pytest.raises(PolicyError):
+    with pytest.raises(PolicyError, match="maybe"):
         gate.reload(path)
     assert gate.digest == digest and gate.check(ActionContext("x")).action == "deny"
 
@@ -397,9 +397,9 @@ def test_batch_copies_arrays_nested_fields_and_take() -> None:
     assert [gate.check(batch.context(i)).action for i in range(3)] == ["allow", "deny", "deny"]
     taken = result.take(np.array([2, 2, 0]))
     assert isinstance(taken, BatchVerdict) and taken.action.tolist() == [1, 1, 0]
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"take\(\) needs a 1-D array of row indices.*\nhelp: "):
         result.take(np.array([True, False, True]))
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"column `args\.amount` is a list: per-row values go in a numpy array\nhelp:"):
         ActionBatch(np.zeros(3, dtype=np.int64), vocab, {"args.amount": [1, 2, 3]})
 
 
@@ -546,7 +546,8 @@ def test_section_3_2_yaml_numbers(text: str, expected: int) -> None:
 
 def test_section_3_2_plain_exponent_is_a_string() -> None:
     """§3.2: a plain `1e3` is the string "1e3", which an ordering operator rejects at load."""
-    with pytest.raises(PolicyError):
+    refused = re.escape("`lt` on `args.n` in rule `r` needs a finite number, got a string `1e3`")
+    with pytest.raises(PolicyError, match=refused):
         _gate("  - id: r\n    when: {args.n: {lt: 1e3}}\n    verdict: deny\n")
     gate = _gate("  - id: r\n    when: {args.n: {lt: 1.0e+3}}\n    verdict: deny\n")
     assert gate.check(ActionContext("t", {"n": 5})).action == "deny"
@@ -666,9 +667,10 @@ def test_one_writer_per_file_and_no_copies(tmp_path: Path) -> None:
     from rlguard import EvidenceError
 
     with EvidenceRecorder(sink=str(tmp_path / "x.jsonl")) as recorder:
-        with pytest.raises(EvidenceError):
+        with pytest.raises(EvidenceError, match="is already open in another recorder"):
             EvidenceRecorder(sink=str(tmp_path / "x.jsonl"))
-        with pytest.raises(TypeError):
+        # The match matters: pickling an object holding an open file raises a TypeError of its own.
+        with pytest.raises(TypeError, match="an EvidenceRecorder cannot be copied or pickled"):
             pickle.dumps(recorder)
-        with pytest.raises(TypeError):
+        with pytest.raises(TypeError, match="an EvidenceRecorder cannot be copied or pickled"):
             copy.copy(recorder)

@@ -101,5 +101,5 @@ def test_the_example_fs_write_tool_writes_nothing(tmp_path: Path) -> None:
     spec.loader.exec_module(module)  # loads the gate; the calls run only under __main__
     target = tmp_path / "app.conf"
     result = module.TOOLS["fs.write"](path=str(target), body="...")
-    assert isinstance(result, dict)
+    assert result == {"ok": True, "would_write": str(target), "bytes": 3}
     assert not target.exists()

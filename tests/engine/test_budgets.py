@@ -255,7 +255,7 @@ def test_episode_usage_is_never_evicted() -> None:
 
 def test_max_sessions_must_be_positive() -> None:
     for bad in (0, -1, 1.5, "10"):
-        with pytest.raises(ValueError):
+        with pytest.raises(ValueError, match=f"max_sessions must be a positive int, got {bad!r}"):
             PolicyState(max_sessions=bad)  # type: ignore[arg-type]
 
 

@@ -104,9 +104,11 @@ def test_every_problem_is_reported_at_once() -> None:
 
 
 def test_missing_file_is_a_policy_error(tmp_path: Path) -> None:
-    with pytest.raises(PolicyError) as info:
-        PolicyGate.from_yaml(tmp_path / "nope.yaml")
-    assert info.value.hint
+    missing = tmp_path / "nope.yaml"
+    with pytest.raises(PolicyError, match="cannot read policy") as info:
+        PolicyGate.from_yaml(missing)
+    assert info.value.file == str(missing) and str(missing) in str(info.value)
+    assert info.value.hint and "check the path" in info.value.hint
 
 
 # -- ActionContext ---------------------------------------------------------------------------

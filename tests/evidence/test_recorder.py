@@ -266,9 +266,9 @@ def test_bad_arguments_are_refused_with_a_help_line(sink: Path, gate: PolicyGate
     with pytest.raises(ValueError, match="not a non-empty string"):
         EvidenceRecorder(sink=sink, redact=("",))
     with EvidenceRecorder(sink=sink) as audit:
-        with pytest.raises(TypeError):
+        with pytest.raises(TypeError, match="record\\(\\) needs an ActionContext, got dict"):
             audit.record({"tool": "x"}, gate.check(ActionContext("x")))  # type: ignore[arg-type]
-        with pytest.raises(TypeError):
+        with pytest.raises(TypeError, match="record\\(\\) needs a Verdict, got str"):
             audit.record(ActionContext("x"), "allow")  # type: ignore[arg-type]
     assert verify_file(sink).ok
 

@@ -17,7 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from rlguard import ActionContext, PolicyGate
-from rlguard.evidence import EvidenceError, EvidenceRecorder, enforce, verify_file
+from rlguard.evidence import ActionBlocked, EvidenceError, EvidenceRecorder, enforce, verify_file
 
 ALLOW_ALL = "version: 1\ndefault: allow\nrules: []"
 Login = collections.namedtuple("Login", "user password")
@@ -157,7 +157,7 @@ def test_enforce_writes_a_buffered_allow_before_it_returns(tmp_path: Path, allow
     deny_gate = PolicyGate.from_string("version: 1\ndefault: deny\nrules: []")
     with EvidenceRecorder(sink=sink, durability="buffered") as audit:
         size = sink.stat().st_size
-        with pytest.raises(PermissionError):
+        with pytest.raises(ActionBlocked):
             enforce(deny_gate, ActionContext("x", {"i": "denied"}), audit)
         assert b'"denied"' not in sink.read_bytes()[size:]  # a refusal may stay buffered
         enforce(allow_gate, ActionContext("x", {"i": "allowed"}), audit)

@@ -119,7 +119,7 @@ def test_lagrangian_is_not_poisoned_by_one_non_finite_cost() -> None:
     # A non-finite penalty reaches `update` as the mean episodic cost; it raises, but `_ended_sum`
     # keeps the inf, so every later episode end raises again (and names an argument never passed).
     lag = LagrangianPenalty(cost_limit=0.0, lr=1.0, cost="penalty")
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"the step costs must be finite numbers ≥ 0, got `array\(\[inf\]\)`"):
         lag(np.ones(1), verdicts([True], [np.inf]), done=np.array([True]))
     # A clean finite episode afterwards must shape and update normally: λ ← 0 + 1·(1 − 0).
     assert lag(np.ones(1), verdicts([True], [1.0]), done=np.array([True])).tolist() == [1.0]
@@ -161,19 +161,19 @@ def test_vector_env_refuses_non_integer_actions_as_the_single_env_does() -> None
     # ToolUseEnv.step(1.7) raises; the native vector env casts 1.7 to action 1 and runs it.
     single = ToolUseEnv()
     single.reset(seed=0)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"invalid action 1\.7, expected an int"):
         single.step(1.7)  # type: ignore[arg-type]
     vec = ToolUseVectorEnv(2)
     vec.reset(seed=0)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="actions must be integers, got an array of dtype `float64`\nhelp: "):
         vec.step(np.array([1.7, 0.2]))
 
 
 def test_vector_env_refuses_negative_seeds_as_the_single_env_does() -> None:
     # ToolUseEnv().reset(seed=-1) raises (Gymnasium's seeding); a seed list with -1 is silently taken mod 2**64.
-    with pytest.raises(gym.error.Error):
+    with pytest.raises(gym.error.Error, match="-1"):
         ToolUseEnv().reset(seed=-1)
-    with pytest.raises((gym.error.Error, ValueError)):
+    with pytest.raises((gym.error.Error, ValueError), match="seed must be an int ≥ 0 or None, got `-1`"):
         ToolUseVectorEnv(2).reset(seed=[-1, 3])
 
 

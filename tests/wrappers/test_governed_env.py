@@ -45,8 +45,9 @@ def test_check_env_cartpole() -> None:
 
 
 def test_check_env_tooluse() -> None:
-    tooluse = pytest.importorskip("rlguard.envs.tooluse")
     from importlib.resources import files
+
+    from rlguard.envs import tooluse  # an import error must fail this test, not skip it
 
     g = PolicyGate.from_yaml(str(files("rlguard.envs") / "policies" / "tooluse.yaml"))
     schema = ActionSchema(tooluse.TOOL_TABLE, fields=tooluse.action_fields, fallback=tooluse.safe_fallback)
@@ -479,6 +480,9 @@ def test_nan_field_fails_closed() -> None:
     env.reset(seed=0)
     info = env.step(1)[4]["rlguard"]
     assert info["blocked"] and info["action"] == 1  # the deny rule is Unknown, so it applies
+    assert info["rule"] == 1 and info["executed"] == 0  # no-push-right-near-edge decided; the noop ran
+    info = env.step(0)[4]["rlguard"]  # left push: the require_approval rule is Unknown too, no approver
+    assert info["blocked"] and info["action"] == 2 and info["rule"] == 2
 
 
 class _DictObsEnv(gym.Env[Any, Any]):

@@ -117,8 +117,9 @@ def _tooluse_gate() -> Any:
 @pytest.mark.parametrize("autoreset_mode", [AutoresetMode.NEXT_STEP, AutoresetMode.SAME_STEP])
 @pytest.mark.parametrize("num_envs", [1, 5])
 def test_tooluse_native_vector_env_equivalence(autoreset_mode: AutoresetMode, num_envs: int) -> None:
-    tooluse = pytest.importorskip("rlguard.envs.tooluse")
     from gymnasium.vector import SyncVectorEnv
+
+    from rlguard.envs import tooluse  # an import error must fail this test, not skip it
 
     native = GovernedVectorEnv(
         tooluse.ToolUseVectorEnv(num_envs, autoreset_mode=autoreset_mode), _tooluse_gate(), _tooluse_schema(),
