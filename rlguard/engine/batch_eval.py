@@ -35,17 +35,14 @@ from rlguard.engine.batch_plan import (
 )
 from rlguard.engine.batch_state import BatchPolicyState
 from rlguard.engine.batch_verdict import BatchVerdict, warn_sets
+from rlguard.engine.gate import _namespaces_of, digest_of, fields_of
 from rlguard.engine.model import Rule
 from rlguard.engine.verdict import SEVERITY_CODES, SEVERITY_PENALTY, STRICTNESS
 from rlguard.engine.verdicts import INVALID_TOOL_SEVERITY
 
 if TYPE_CHECKING:
+    from rlguard.engine.compiler import CompiledPolicy
     from rlguard.engine.gate import PolicyGate
-
-
-def layer_namespaces(gate: PolicyGate) -> list[Hashable]:
-    """Where each layer of `gate` keeps its budget and rate usage: the single-call gate's keys."""
-    return gate.namespaces()
 
 
 # -- one layer ---------------------------------------------------------------------------------
@@ -312,17 +309,20 @@ def evaluate_batch(gate: PolicyGate, batch: ActionBatch, state: BatchPolicyState
         if state.num_envs != n:
             raise ValueError(f"the state has {state.num_envs} rows but the batch has {n}\n"
                              "help: build BatchPolicyState(num_envs) with one row per sub-env")
-    batch = _with_nested_fields(gate, batch)
+    # One read of the policy: a concurrent `reload` swaps the tuple, and every piece below (plans,
+    # namespaces, nested fields, digest) must come from the same policy (§15.5).
     layers = gate.layers
+    batch = _with_nested_fields(gate, layers, batch)
     cached = _gate_cache.get(id(gate))
     if cached is None or cached[0] is not layers:
-        plans, namespaces = [plan_for(layer.policy) for layer in layers], layer_namespaces(gate)
+        plans, namespaces = [plan_for(layer.policy) for layer in layers], _namespaces_of(layers)
         stateful = any(p.stateful for p in plans)
+        digest = digest_of(layers)
         if len(_gate_cache) >= 64:
             _gate_cache.clear()
-        _gate_cache[id(gate)] = (layers, plans, namespaces, stateful)
+        _gate_cache[id(gate)] = (layers, plans, namespaces, stateful, digest)
     else:
-        _, plans, namespaces, stateful = cached
+        _, plans, namespaces, stateful, digest = cached
     now = state.clock() if state is not None and stateful else 0.0
     vocab = batch.vocab
     code = batch.tool_code
@@ -349,8 +349,8 @@ def evaluate_batch(gate: PolicyGate, batch: ActionBatch, state: BatchPolicyState
         results.append(_run_layer(plan, ev, namespace, state, now, scalar))
 
     if len(plans) == 1:
-        return _single(plans[0], results[0], gate.digest, invalid, namespaces[0], state, now, n, pending)
-    return _layered(plans, results, gate.digest, invalid, namespaces, state, now, n, pending)
+        return _single(plans[0], results[0], digest, invalid, namespaces[0], state, now, n, pending)
+    return _layered(plans, results, digest, invalid, namespaces, state, now, n, pending)
 
 
 #: Per (gate, column names): the gate's layers and the fields it reads that only an ancestor or a
@@ -358,7 +358,7 @@ def evaluate_batch(gate: PolicyGate, batch: ActionBatch, state: BatchPolicyState
 _nested_cache: dict[tuple[int, tuple[str, ...]], tuple[Any, tuple[str, ...]]] = {}
 
 
-def _with_nested_fields(gate: PolicyGate, batch: ActionBatch) -> ActionBatch:
+def _with_nested_fields(gate: PolicyGate, layers: tuple[CompiledPolicy, ...], batch: ActionBatch) -> ActionBatch:
     """`batch` with a column for each field the policy reads that only sits inside another column
     (`args.opts` holding ``{"force": True}`` for `args.opts.force`) or around them (`args.opts`,
     present where `args.opts.force` is), read row by row from the row's context exactly as
@@ -366,10 +366,9 @@ def _with_nested_fields(gate: PolicyGate, batch: ActionBatch) -> ActionBatch:
     names = tuple(batch.columns)
     key = (id(gate), names)
     cached = _nested_cache.get(key)
-    layers = gate.layers
     if cached is None or cached[0] is not layers:
         nested = tuple(
-            f for f in gate.fields
+            f for f in fields_of(layers)
             if f != "tool" and f not in batch.columns
             and any(f.startswith(c + ".") or c.startswith(f + ".") for c in names)
         )
@@ -397,8 +396,8 @@ def _with_nested_fields(gate: PolicyGate, batch: ActionBatch) -> ActionBatch:
     return ActionBatch._trusted(tool, batch.vocab, columns, batch.size, batch._tools_valid)
 
 
-#: Per gate (by id, checked against its layers): plans, namespaces, whether any rule is stateful.
-_gate_cache: dict[int, tuple[Any, list[LayerPlan], list[Hashable], bool]] = {}
+#: Per gate (by id, checked against its layers): plans, namespaces, whether any rule is stateful, digest.
+_gate_cache: dict[int, tuple[Any, list[LayerPlan], list[Hashable], bool, str]] = {}
 
 
 #: Usage a batch would consume, as the arguments of `BatchPolicyState.consume`, left to the caller

@@ -204,11 +204,12 @@ class BatchPolicyState:
 
         Window usage is as of the last batch checked (expired events are dropped when checked).
         """
-        from rlguard.engine.batch_eval import layer_namespaces
+        from rlguard.engine.gate import _namespaces_of
 
-        for rule in gate.layers[layer].policy.rules:
+        layers = gate.layers  # one read: the rule and its namespace come from the same policy
+        for rule in layers[layer].policy.rules:
             if rule.id == rule_id and rule.stateful:
-                usage = self._usage.get(rule_key(layer_namespaces(gate)[layer], rule))
+                usage = self._usage.get(rule_key(_namespaces_of(layers)[layer], rule))
                 if usage is None:
                     break
                 return usage.amount.copy(), usage.count.copy()

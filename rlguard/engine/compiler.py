@@ -166,7 +166,7 @@ class CompiledPolicy:
 
     __slots__ = (
         "_factory", "_first_match", "_plans", "_rule_parts", "_verdict_default",
-        "digest", "namespace", "policy", "rules",
+        "digest", "namespace", "policy", "rules", "stateful",
     )
 
     def __init__(self, policy: Policy) -> None:
@@ -175,6 +175,8 @@ class CompiledPolicy:
         #: Where this policy's budget and rate usage lives in a shared `PolicyState`.
         self.namespace: Hashable = ("policy", policy.name)
         self.rules: tuple[Rule, ...] = policy.rules
+        #: Whether any rule keeps budget or rate usage.
+        self.stateful = any(rule.stateful for rule in policy.rules)
         self._first_match = policy.combine == "first_match"
         self._factory = VerdictFactory(policy)
         self._verdict_default = self._factory.build(policy.default, None, False, "", ())

@@ -126,19 +126,19 @@ def _rule_trace(rule: Rule, ctx: ActionContext, tool: str) -> RuleTrace:
 
 def explain(gate: PolicyGate, ctx: ActionContext) -> Explanation:
     """Trace every rule of every layer; the verdicts come from the decision procedure itself."""
-    from rlguard.engine.state import PolicyState
     from rlguard.engine.verdict import STRICTNESS
 
     tool = normalize_tool_name(ctx.tool)
     layers: list[LayerTrace] = []
     final: Verdict | None = None
-    with gate.state.lock:
-        for layer, space in zip(gate.layers, gate.namespaces(), strict=True):
-            verdict, _ = layer.decide(ctx, gate.state, space)
+    snapshot = gate._snapshot()  # one policy and one state throughout, whatever a reload does meanwhile
+    state = snapshot.state
+    with state.lock:
+        for layer, space in zip(snapshot.layers, snapshot.namespaces(), strict=True):
+            verdict, _ = layer.decide(ctx, state, space)
             rules = [] if is_invalid_tool_name(ctx.tool, tool) else [_rule_trace(r, ctx, tool) for r in layer.rules]
             layers.append(LayerTrace(layer.policy.name, layer.digest, rules, verdict))
             if final is None or STRICTNESS[verdict.action] > STRICTNESS[final.action]:
                 final = verdict
     assert final is not None
-    del PolicyState
     return Explanation(str(_shown(ctx.tool)), layers, final)

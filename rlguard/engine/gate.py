@@ -44,7 +44,7 @@ class PolicyGate:
     'no rule matched (default deny)'
     """
 
-    __slots__ = ("__weakref__", "_children", "_extra", "_layers", "_lock", "_parent", "_state")
+    __slots__ = ("__weakref__", "_children", "_extra", "_layers", "_lock", "_parent", "_snap", "_state")
 
     def __init__(self, compiled: CompiledPolicy | tuple[CompiledPolicy, ...], state: PolicyState | None = None):
         layers = compiled if isinstance(compiled, tuple) else (compiled,)
@@ -57,6 +57,7 @@ class PolicyGate:
         self._parent: PolicyGate | None = None
         self._extra: tuple[CompiledPolicy, ...] = ()
         self._children: weakref.WeakSet[PolicyGate] = weakref.WeakSet()
+        self._snap: PolicyGate | None = None  # the last `_snapshot`, reused while layers and state are the same
 
     @property
     def state(self) -> PolicyState:
@@ -104,22 +105,25 @@ class PolicyGate:
 
         A verdict carries the digest of the layer that decided it (`layers` lists them all).
         """
-        return self._layers[-1].digest if len(self._layers) == 1 else self._combined_digest()
-
-    def _combined_digest(self) -> str:
-        import hashlib
-
-        joined = "+".join(c.digest for c in self._layers)
-        return hashlib.sha256(f"derived:{joined}".encode()).hexdigest()
+        return digest_of(self._layers)
 
     @property
     def fields(self) -> tuple[str, ...]:
         """Every field the policy reads (``tool`` first)."""
-        seen: dict[str, None] = {}
-        for layer in self._layers:
-            for name in layer.policy.fields:
-                seen.setdefault(name, None)
-        return tuple(seen)
+        return fields_of(self._layers)
+
+    def _snapshot(self) -> PolicyGate:
+        """A gate over the layers in force now, read once, with this gate's state as it is now.
+
+        What one decision and its evidence use while a `reload` may run in another thread: every
+        property of the snapshot (layers, fields, digest, namespaces) describes the same policy.
+        Later reloads do not reach it.
+        """
+        layers, state = self._layers, self.state
+        snap = self._snap
+        if snap is None or snap._layers is not layers or snap._state is not state:
+            snap = self._snap = PolicyGate(layers, state)
+        return snap
 
     # -- the hot path ----------------------------------------------------------------------
     def check(self, ctx: ActionContext, state: PolicyState | None = None) -> Verdict:
@@ -193,21 +197,28 @@ class PolicyGate:
         reaches it too (a child can only ever tighten the parent as it is now).
         """
         extra = child._layers if isinstance(child, PolicyGate) else (compile_policy(load_policy(child)),)
-        derived = PolicyGate(self._layers + extra)
-        derived._state = None  # the parent's state, whatever it is at each check
-        derived._parent = self
-        derived._extra = extra
+        # Read the layers and register the child under the lock `reload` swaps them under: a reload
+        # either happens before (the child starts from the new layers) or reaches the child.
         with self._lock:
+            derived = PolicyGate(self._layers + extra)
+            derived._state = None  # the parent's state, whatever it is at each check
+            derived._parent = self
+            derived._extra = extra
             self._children.add(derived)
         return derived
 
     def reload(self, source: PolicySource) -> None:
         """Compile a new policy fully, then swap it in atomically; gates derived from this one follow.
 
+        `source`: a path (a str without a line break names a file), YAML text, a dict or a `Policy`.
         For a derived gate, the root layer is replaced (until its parent reloads: it follows the
         parent). An invalid policy raises `PolicyError` and the old policy stays in force.
         """
-        compiled = compile_policy(load_policy(source if not isinstance(source, str) else Path(source)))
+        if isinstance(source, str):
+            policy = load_policy_text(source) if "\n" in source else load_policy(Path(source))
+        else:
+            policy = load_policy(source)
+        compiled = compile_policy(policy)
         with self._lock:
             self._layers = (compiled, *self._layers[1:])
         self._propagate()
@@ -232,6 +243,25 @@ class PolicyGate:
 
 def _namespaces_of(layers: tuple[CompiledPolicy, ...]) -> list[Hashable]:
     return [layer.namespace if i == 0 else ("layer", i, layer.namespace) for i, layer in enumerate(layers)]
+
+
+def digest_of(layers: tuple[CompiledPolicy, ...]) -> str:
+    """The digest of a gate with these layers (`PolicyGate.digest`)."""
+    if len(layers) == 1:
+        return layers[0].digest
+    import hashlib
+
+    joined = "+".join(c.digest for c in layers)
+    return hashlib.sha256(f"derived:{joined}".encode()).hexdigest()
+
+
+def fields_of(layers: tuple[CompiledPolicy, ...]) -> tuple[str, ...]:
+    """Every field a gate with these layers reads, ``tool`` first (`PolicyGate.fields`)."""
+    seen: dict[str, None] = {}
+    for layer in layers:
+        for name in layer.policy.fields:
+            seen.setdefault(name, None)
+    return tuple(seen)
 
 
 def _rebuild_gate(sources: tuple[Any, ...]) -> PolicyGate:

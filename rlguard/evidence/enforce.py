@@ -35,13 +35,32 @@ def enforce(
         EvidenceError: the decision could not be recorded; the action must not run, even if
             the policy allowed it.
     """
+    # One read of the policy for the decision and its policy record: a `reload` in another thread
+    # must not leave a decision whose policy is in no record.
+    snapshot = gate._snapshot()
+    if state is None:
+        state = snapshot.state
+    layers = snapshot.layers
+    if layers[0].stateful if len(layers) == 1 else any(layer.stateful for layer in layers):
+        # Budgets and rates: decide and record under the usage lock, so that the log's order is the
+        # order usage was spent in (a "rate exceeded" never precedes the allow that used it up).
+        with state.lock:
+            verdict = _check_and_record(snapshot, ctx, recorder, state)
+    else:
+        verdict = _check_and_record(snapshot, ctx, recorder, state)
+    if verdict.allowed:
+        return verdict
+    if verdict.action == "require_approval":
+        raise ApprovalRequired(verdict, ctx)
+    raise ActionBlocked(verdict, ctx)
+
+
+def _check_and_record(gate: PolicyGate, ctx: ActionContext, recorder: EvidenceRecorder, state: PolicyState) -> Verdict:
     verdict = gate.check(ctx, state)
     recorder.record_policy(gate)
     if verdict.allowed:
         # In buffered mode too, the decision is in the file before the action may run.
         recorder._record_written(ctx, verdict)
-        return verdict
-    recorder.record(ctx, verdict)
-    if verdict.action == "require_approval":
-        raise ApprovalRequired(verdict, ctx)
-    raise ActionBlocked(verdict, ctx)
+    else:
+        recorder.record(ctx, verdict)
+    return verdict

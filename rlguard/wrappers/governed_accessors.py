@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from rlguard.engine.batch_state import BatchPolicyState
     from rlguard.engine.gate import PolicyGate
+    from rlguard.engine.loader import PolicySource
     from rlguard.wrappers.governor import Governor
     from rlguard.wrappers.schema import ActionSchema
 
@@ -20,6 +21,17 @@ class GovernedAccessors:
     def gate(self) -> PolicyGate:
         """The policy gate."""
         return self._governor.gate
+
+    def reload_policy(self, source: PolicySource) -> None:
+        """Reload the gate's policy: ``gate.reload(source)``, for a wrapper in another process.
+
+        Under ``gymnasium.make_vec(..., vectorization_mode="async", wrappers=[...])`` every worker
+        holds its own copy of the gate (a gate pickles as its policy), so reloading the gate in
+        the main process does not reach them: ``envs.call("reload_policy", source)`` reloads each
+        worker's copy. The next step decides with the new policy; an invalid one raises
+        `PolicyError` and the old one stays in force.
+        """
+        self._governor.gate.reload(source)
 
     @property
     def schema(self) -> ActionSchema:

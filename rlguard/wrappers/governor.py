@@ -165,12 +165,13 @@ class Governor:
 
     # -- policy-derived tables ----------------------------------------------------------------
     def _prepare_policy(self) -> None:
-        layers = self.gate.layers
+        # From the binding's snapshot of the policy, the one every step through it decides with.
+        layers = self.binding.layers
         # Rule ids of every layer in order (a derived gate's child layers follow the root's);
         # info["rlguard"]["rule"] indexes this tuple.
         self.rule_ids: tuple[str, ...] = tuple(r.id for layer in layers for r in layer.policy.rules)
-        self._layer_offsets: npt.NDArray[np.int16] | None = rule_offsets(self.gate)
-        self.stateful = any(r.stateful for layer in layers for r in layer.policy.rules)
+        self._layer_offsets: npt.NDArray[np.int16] | None = rule_offsets(self.binding.gate)
+        self.stateful = any(layer.stateful for layer in layers)
         # An approved require_approval keeps only the penalties of the warn rules that fired
         # (the columns of BatchVerdict.warnings), summed as for an allowed action.
         self._warn_penalty: tuple[float, ...] = tuple(
@@ -184,10 +185,11 @@ class Governor:
             self._record_policy()
 
     def _record_policy(self) -> None:
-        """Record the gate's policy (its rules, for the digest batch records carry), if the recorder can."""
+        """Record the policy steps decide with (its rules, for the digest batch records carry), if the
+        recorder can."""
         record_policy = getattr(self.recorder, "record_policy", None)
         if callable(record_policy):
-            record_policy(self.gate)
+            record_policy(self.binding.gate)
 
     def _probe_fallback(self) -> None:
         from rlguard.wrappers.batching import sample_batch
@@ -300,7 +302,7 @@ class Governor:
             # A row that must not be evaluated is only kept from consuming: with a stateless policy
             # evaluating it has no effect at all (its outputs are dropped below).
             batch = binding.assemble(idx, extra, n, skip if self.stateful else None)
-            verdict = evaluate_batch(self.gate, batch, self.state, pending=pending)
+            verdict = evaluate_batch(binding.gate, batch, self.state, pending=pending)
             if (self.recorder is not None and not self._record_mask and self.stateful and skip is not None
                     and np.count_nonzero(skip)):
                 # A recorder that cannot leave rows out shows skipped rows as allowed: with their
@@ -524,7 +526,7 @@ class Governor:
                 key = found[0]
                 allowed = self._allowed_after_approval(cells.allowed.take(key), cells.action.take(key), obs_rep, acts)
                 return allowed.reshape(rows, n)
-        verdict = self.gate.check_batch(binding.assemble(idx, extra, rows * n), state)
+        verdict = binding.gate.check_batch(binding.assemble(idx, extra, rows * n), state)
         return self._allowed_after_approval(verdict.allowed.copy(), verdict.action, obs_rep, acts).reshape(rows, n)
 
     def _allowed_after_approval(self, allowed: npt.NDArray[np.bool_], action: npt.NDArray[np.int8], obs: Any,

@@ -294,6 +294,11 @@ class SchemaBinding:
 
         self.schema = schema
         self.owner = owner
+        # The policy as it is now, read once: the fields, the table and every step decided through
+        # this binding use that one policy, whatever a concurrent `reload` does (§15.5).
+        gate = gate._snapshot()
+        #: The gate this binding decides with (a snapshot: `stale` tells when the real gate moved on).
+        self.gate: PolicyGate = gate
         self.layers = gate.layers
         self.action_space = action_space
         n = schema.num_actions
