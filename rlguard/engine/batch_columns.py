@@ -550,7 +550,7 @@ def _column_of(values: list[Any]) -> Any:
     n = len(values)
     if not present:
         return None
-    classes = {v.__class__ for v in present}
+    classes = {type(v) for v in present}  # not `__class__`: an object can fake it (§5.1)
     mask = np.fromiter((v is not MISSING for v in values), dtype=bool, count=n)
     full = len(present) == n
     if classes == {float}:

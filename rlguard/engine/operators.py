@@ -231,7 +231,7 @@ def scalar_predicate(cmp: Compare) -> Callable[[Any], bool | None]:
                 return needle in text
             if issubclass(type(v), (list, tuple)):
                 # through the base type's own iterator: a subclass's __iter__ could hide items
-                for item in (list.__iter__(v) if isinstance(v, list) else tuple.__iter__(v)):
+                for item in (list.__iter__(v) if issubclass(type(v), list) else tuple.__iter__(v)):
                     x = as_scalar(item, kind)
                     if x is not None and x == needle:
                         return True

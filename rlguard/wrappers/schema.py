@@ -337,7 +337,9 @@ class SchemaBinding:
             if all(v is MISSING for v in values):
                 continue
             first = values[0]
-            if isinstance(first, _PLAIN_SCALARS) and all(v.__class__ is first.__class__ and v == first for v in values):
+            # Exact plain types only: a subclass's `__eq__` (or a faked `__class__`) could make
+            # different values look like one constant; those become coded columns, read by value.
+            if type(first) in _PLAIN_SCALARS and all(type(v) is type(first) and v == first for v in values):
                 self.const_columns[field] = first
             else:
                 self.coded_columns[field] = tuple(None if v is MISSING else v for v in values)
