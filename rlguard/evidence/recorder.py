@@ -643,7 +643,12 @@ class EvidenceRecorder:
             self._buffer.clear()
             self._pending = 0
             self._head_failed = False  # a permanent stop: no head retry may clear it
-            self._broken = f"the evidence recorder for `{self._path}` is closed"
+            self._broken = (
+                f"the evidence recorder for `{self._path}` is closed: nothing was recorded, and the action must "
+                "not run\n"
+                "help: record while the recorder is open (inside `with EvidenceRecorder(...) as audit:`), or open a "
+                "new EvidenceRecorder on the same file: its chain continues"
+            )
             self._log.close()
             _OPEN.discard(self)
             if lost:

@@ -64,7 +64,7 @@ def test_closed_recorder_fails_closed(sink: Path, gate: PolicyGate) -> None:
     audit = EvidenceRecorder(sink=sink)
     audit.close()
     audit.close()  # idempotent
-    with pytest.raises(EvidenceError, match="closed"):
+    with pytest.raises(EvidenceError, match="is closed: nothing was recorded, and the action must not run\nhelp: "):
         audit.record(ALLOWED, gate.check(ALLOWED))
     with pytest.raises(EvidenceError, match="closed"):
         enforce(gate, ALLOWED, audit)
