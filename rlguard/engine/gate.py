@@ -44,7 +44,10 @@ class PolicyGate:
     'no rule matched (default deny)'
     """
 
-    __slots__ = ("__weakref__", "_children", "_extra", "_layers", "_lock", "_parent", "_snap", "_state")
+    __slots__ = (
+        "__weakref__", "_children", "_extra", "_installed", "_layers", "_lock", "_parent", "_reloads", "_snap",
+        "_state",
+    )
 
     def __init__(self, compiled: CompiledPolicy | tuple[CompiledPolicy, ...], state: PolicyState | None = None):
         layers = compiled if isinstance(compiled, tuple) else (compiled,)
@@ -58,6 +61,10 @@ class PolicyGate:
         self._extra: tuple[CompiledPolicy, ...] = ()
         self._children: weakref.WeakSet[PolicyGate] = weakref.WeakSet()
         self._snap: PolicyGate | None = None  # the last `_snapshot`, reused while layers and state are the same
+        # `reload` calls so far, and which of them is in force: a reload that finishes compiling after
+        # a later one never replaces it.
+        self._reloads = 0
+        self._installed = 0
 
     @property
     def state(self) -> PolicyState:
@@ -212,14 +219,21 @@ class PolicyGate:
 
         `source`: a path (a str without a line break names a file), YAML text, a dict or a `Policy`.
         For a derived gate, the root layer is replaced (until its parent reloads: it follows the
-        parent). An invalid policy raises `PolicyError` and the old policy stays in force.
+        parent). An invalid policy raises `PolicyError` and the old policy stays in force. Of two
+        reloads running at once, the one called last is in force when both have returned.
         """
+        with self._lock:
+            self._reloads += 1
+            ticket = self._reloads
         if isinstance(source, str):
             policy = load_policy_text(source) if "\n" in source else load_policy(Path(source))
         else:
             policy = load_policy(source)
         compiled = compile_policy(policy)
         with self._lock:
+            if ticket < self._installed:  # a later reload is in force already: it stays
+                return
+            self._installed = ticket
             self._layers = (compiled, *self._layers[1:])
         self._propagate()
 

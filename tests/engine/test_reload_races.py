@@ -117,3 +117,25 @@ def test_reload_takes_yaml_text_as_well_as_a_path(tmp_path: Any) -> None:
     with pytest.raises(ValueError, match="missing `rules`"):
         gate.reload("version: 1\ndefault: allow\n")
     assert gate.check(ActionContext("anything")).action == "deny"  # the old policy stays in force
+
+
+def test_of_two_reloads_at_once_the_one_called_last_stays_in_force() -> None:
+    gate = PolicyGate.from_dict(OLD)
+    started, release = threading.Event(), threading.Event()
+
+    class SlowPolicy(dict[str, Any]):
+        """Policy data that takes a while to read (a slow disk, a large policy)."""
+
+        def items(self) -> Any:
+            started.set()
+            release.wait(5)
+            return super().items()
+
+    slow = threading.Thread(target=gate.reload, args=(SlowPolicy(OLD),))
+    slow.start()
+    assert started.wait(5)  # the first reload is compiling...
+    gate.reload(NEW)  # ...when a second one is called, and finishes first
+    release.set()
+    slow.join(5)
+    assert gate.check(ActionContext("refund", {"amount": 80})).action == "deny"  # NEW: up to 50
+    assert gate.check(ActionContext("refund", {"amount": 40})).rule_id == "new-small"
