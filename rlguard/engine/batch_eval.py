@@ -37,6 +37,7 @@ from rlguard.engine.batch_state import BatchPolicyState
 from rlguard.engine.batch_verdict import BatchVerdict, warn_sets
 from rlguard.engine.gate import _namespaces_of, digest_of, fields_of
 from rlguard.engine.model import Rule
+from rlguard.engine.state import rule_scope
 from rlguard.engine.verdict import SEVERITY_CODES, SEVERITY_PENALTY, STRICTNESS
 from rlguard.engine.verdicts import INVALID_TOOL_SEVERITY
 
@@ -75,7 +76,9 @@ def _limits(rp: RulePlan, ev: EvalContext, namespace: Hashable, state: BatchPoli
         failed = np.logical_not(held).astype(np.int32)  # FAIL_LIMIT
     else:
         held, fails, failed = np.ones(n, dtype=bool), np.zeros(n, dtype=bool), np.zeros(n, dtype=np.int32)
-    used = state.rule_usage(namespace, rule, now) if state is not None else None
+    # No usable clock reading: a window cannot be placed, so a window rule's usage is Unknown (§12.2).
+    used = (state.rule_usage(namespace, rule, now)
+            if state is not None and (now == now or rule_scope(rule)[1] is None) else None)
     spend: FloatArray = np.zeros(n, dtype=np.float64)
     if rule.budget is not None:
         if used is None:
@@ -323,7 +326,7 @@ def evaluate_batch(gate: PolicyGate, batch: ActionBatch, state: BatchPolicyState
         _gate_cache[id(gate)] = (layers, plans, namespaces, stateful, digest)
     else:
         _, plans, namespaces, stateful, digest = cached
-    now = state.clock() if state is not None and stateful else 0.0
+    now = state.now() if state is not None and stateful else 0.0  # NaN: window rules are Unknown
     vocab = batch.vocab
     code = batch.tool_code
     invalid: BoolArray | None = None

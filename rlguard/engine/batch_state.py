@@ -24,7 +24,7 @@ import numpy as np
 import numpy.typing as npt
 
 from rlguard.engine.model import Rule
-from rlguard.engine.state import rule_key, rule_scope
+from rlguard.engine.state import clock_reading, rule_key, rule_scope, window_passed
 
 if TYPE_CHECKING:
     from rlguard.engine.gate import PolicyGate
@@ -51,15 +51,22 @@ class _Usage:
             self.oldest = np.full(num_envs, math.inf)
 
     def prune(self, now: float) -> None:
-        """Drop window events at or before ``now - window`` (the rows whose oldest event is due)."""
-        if self.window is None:
+        """Drop window events whose window has passed (the rows whose oldest event is due), as
+        `PolicyState` does: ``now - t >= window``."""
+        window = self.window
+        if window is None:
             return
         assert self.events is not None and self.oldest is not None
-        horizon = now - self.window
-        for i in np.flatnonzero(self.oldest <= horizon).tolist():
+        # The rows that may be due (the float difference reaches the window), then each event
+        # exactly, as `PolicyState` drops them.
+        with np.errstate(invalid="ignore"):  # inf - inf where a row has no event: NaN, not due
+            due = np.subtract(now, self.oldest) >= window
+        for i in np.flatnonzero(due).tolist():
             events = self.events[i]
             assert events is not None
-            while events and events[0][0] <= horizon:
+            if not window_passed(now, events[0][0], window):
+                continue
+            while events and window_passed(now, events[0][0], window):
                 events.popleft()
             # The float64 sum of the live events, added in order, as PolicyState keeps it (a
             # running difference would drift and could let a budget through).
@@ -141,6 +148,11 @@ class BatchPolicyState:
             self._by_rule.clear()
         self._by_rule[(namespace, id(rule))] = (rule, usage)
         return usage
+
+    def now(self) -> float:
+        """The clock's time for a batch, as a float; NaN when the clock gives no finite real number
+        (window rules are then Unknown, and no window event is dropped)."""
+        return clock_reading(self.clock)
 
     def rule_usage(self, namespace: Hashable, rule: Rule, now: float) -> tuple[FloatArray, CountArray]:
         """(amount, count) arrays a stateful rule has consumed in its scope, per row, at `now`.

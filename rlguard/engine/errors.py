@@ -104,6 +104,11 @@ class PolicyError(ValueError):
         self.hint = first.hint
         super().__init__("\n".join(str(p) for p in self.problems))
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Rebuilt from its problems (the default would pass the message as `problems`): it crosses
+        # process boundaries intact, e.g. from an async vector env's worker.
+        return (type(self), (self.problems,))
+
     @classmethod
     def single(cls, message: str, **where: Any) -> PolicyError:
         """A `PolicyError` with one problem."""

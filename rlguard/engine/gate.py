@@ -129,7 +129,15 @@ class PolicyGate:
         layers, state = self._layers, self.state
         snap = self._snap
         if snap is None or snap._layers is not layers or snap._state is not state:
-            snap = self._snap = PolicyGate(layers, state)
+            cls = type(self)
+            if cls is PolicyGate:
+                snap = PolicyGate(layers, state)
+            else:  # a subclass keeps its own methods (a `check` that tightens) and attributes
+                snap = object.__new__(cls)
+                if hasattr(self, "__dict__"):
+                    snap.__dict__.update(self.__dict__)
+                PolicyGate.__init__(snap, layers, state)
+            self._snap = snap
         return snap
 
     # -- the hot path ----------------------------------------------------------------------

@@ -9,11 +9,16 @@ so it denies (fail closed) until a session ends (`end_session`) or its windows e
 
 from __future__ import annotations
 
+import enum
+import math
+import numbers
 import threading
 import time
+import uuid
 from collections import OrderedDict, deque
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
+from decimal import Decimal
 
 import numpy as np
 
@@ -21,6 +26,31 @@ from rlguard.engine.model import Rule
 
 Clock = Callable[[], float]
 _EVICTION_SCAN = 64
+
+
+def window_passed(now: float, t: float, window: float) -> bool:
+    """Whether an event at `t` no longer counts at `now`: ``now >= t + window`` in exact arithmetic
+    (§12.3), however the float64 subtraction rounds (a window shorter than the clock's spacing,
+    times far apart)."""
+    d = now - t
+    if d != window:
+        return d > window  # (NaN: False, the event stays)
+    # d == window: the real difference is d + err (TwoSum gives the subtraction's error exactly).
+    back = d - now
+    err = (now - (d - back)) + (-t - back)
+    return err >= 0.0
+
+
+def clock_reading(clock: Clock) -> float:
+    """`clock()` as a float; NaN when it gives no finite real number (None, a str, inf, NaN, or a
+    call that raises). A window cannot be placed at such a time: window rules are then Unknown
+    (§12.2), and no event is dropped."""
+    try:
+        value = clock()
+        now = float(value) if isinstance(value, (numbers.Real, Decimal)) else math.nan
+    except Exception:
+        return math.nan
+    return now if now - now == 0.0 else math.nan
 
 
 @dataclass
@@ -32,14 +62,14 @@ class _RuleUsage:
     events: deque[tuple[float, float]] = field(default_factory=deque)
 
     def prune(self, now: float) -> None:
-        """Drop window events older than the window (only for `per: window`)."""
-        if self.window is None:
+        """Drop window events whose window has passed (only for `per: window`)."""
+        window = self.window
+        if window is None:
             return
         events = self.events
-        horizon = now - self.window
-        if not events or events[0][0] > horizon:
+        if not events or not window_passed(now, events[0][0], window):
             return
-        while events and events[0][0] <= horizon:
+        while events and window_passed(now, events[0][0], window):
             events.popleft()
         # Usage is the float64 sum of the live events, added in order; subtracting the expired
         # amounts from a running total would drift (and could let a budget through).
@@ -53,30 +83,57 @@ class _RuleUsage:
         return self.count == 0 and self.amount == 0.0
 
 
-def _usable_session(session: Hashable) -> bool:
-    """A session key whose usage can be found again: it hashes, and holds no NaN.
+#: `session_key` of a session that cannot key usage.
+UNUSABLE: Hashable = ("<unusable session>", object())
 
-    A NaN (even inside a tuple) hashes by identity, so a session built anew with one would get
-    fresh usage on every call; such sessions make stateful rules Unknown (deny).
+
+def session_key(session: object) -> Hashable:
+    """The key a session's usage is kept under, or `UNUSABLE`.
+
+    A session is read as plain built-in values whose equality is fixed: None, str, bytes, int,
+    bool, a float that is not NaN, a complex or `Decimal` without NaN, a `uuid.UUID`, an `Enum`
+    member (by its class and name), numpy scalars (as Python numbers), and tuples and frozensets
+    of those. A subclass of str, bytes, int or float is read as its base type, so its own
+    ``__hash__`` or ``__eq__`` cannot give it fresh usage on every call. Anything else cannot key
+    usage, and neither can a NaN (it equals nothing, so a session rebuilt with one would start
+    afresh each time): stateful rules are then Unknown (deny).
     """
-    try:
-        hash(session)
-    except Exception:
-        return False
-    return not _holds_nan(session)
+    cls = type(session)
+    if session is None or cls in _EXACT:
+        return session
+    if cls is float:
+        return session if session == session else UNUSABLE
+    if isinstance(session, bool):
+        return bool(session)
+    if isinstance(session, str):
+        return str.__str__(session)
+    if isinstance(session, int):
+        return int.__int__(session)
+    if isinstance(session, float):
+        value = float.__float__(session)
+        return value if value == value else UNUSABLE
+    if isinstance(session, bytes):
+        return bytes(memoryview(session))
+    if isinstance(session, (np.number, np.bool_)):
+        return session_key(session.item())
+    if cls is complex:
+        return session if session == session else UNUSABLE
+    if isinstance(session, Decimal) and cls is Decimal:
+        return UNUSABLE if session.is_nan() else session
+    if cls is uuid.UUID:
+        return session
+    if isinstance(session, enum.Enum):
+        return (cls, session.name)
+    if isinstance(session, (tuple, frozenset)):
+        items = [session_key(item) for item in (tuple.__iter__(session) if isinstance(session, tuple)
+                                                 else frozenset.__iter__(session))]
+        if any(item is UNUSABLE for item in items):
+            return UNUSABLE
+        return tuple(items) if isinstance(session, tuple) else frozenset(items)
+    return UNUSABLE
 
 
-def _holds_nan(value: object) -> bool:
-    """True unless `value` is made only of values that equal themselves: str, bytes, int, bool,
-    None, a float that is not NaN, and tuples / frozensets of those. Anything else (a complex or
-    Decimal NaN, an object whose fields hold one) may not, so it counts as holding a NaN."""
-    if value is None or isinstance(value, (str, bytes, int, np.integer, np.bool_)):
-        return False
-    if isinstance(value, (float, np.floating)):
-        return bool(value != value)
-    if isinstance(value, (tuple, frozenset)):
-        return any(_holds_nan(item) for item in value)
-    return True
+_EXACT = frozenset({str, int, bool, bytes})
 
 
 def rule_key(namespace: Hashable, rule: Rule) -> Hashable:
@@ -133,7 +190,7 @@ class PolicyState:
         return table
 
     def _evict(self) -> bool:
-        now = self.clock()
+        now = clock_reading(self.clock)  # (NaN drops no window event)
         for i, (key, table) in enumerate(self._sessions.items()):
             if i >= _EVICTION_SCAN:
                 break
@@ -150,20 +207,26 @@ class PolicyState:
         `namespace` keeps apart rules of different policies that share this state (the gate
         passes its layer's position and policy name).
         """
-        if not _usable_session(session):
+        key = session_key(session)
+        if key is UNUSABLE:
             return None, None
-        table = self._session(session)
+        table = self._session(key)
         if table is None:
             return None, None
         usage = table.get(rule_key(namespace, rule))
         if usage is None:
             return 0.0, 0
-        usage.prune(self.clock())
+        if usage.window is not None:
+            now = clock_reading(self.clock)
+            if now != now:  # no usable time: the window cannot be placed (Unknown, §12.2)
+                return None, None
+            usage.prune(now)
         return usage.amount, usage.count
 
     def consume(self, namespace: Hashable, rule: Rule, session: Hashable, amount: float) -> None:
         """Record one allowed action under a stateful rule."""
-        table = self._session(session)
+        key = session_key(session)
+        table = None if key is UNUSABLE else self._session(key)
         if table is None:  # pragma: no cover - usage() returned None first, so nothing was allowed
             return
         key = rule_key(namespace, rule)
@@ -174,16 +237,16 @@ class PolicyState:
         usage.amount += amount
         usage.count += 1
         if per == "window":
-            usage.events.append((self.clock(), amount))
+            usage.events.append((clock_reading(self.clock), amount))  # (at NaN: never dropped)
 
     def end_episode(self, session: Hashable = None) -> None:
         """Clear a session's `per: episode` usage (sessions and windows carry on)."""
-        self._clear(session, ("episode",))
+        self._clear(session_key(session), ("episode",))
 
     def end_session(self, session: Hashable = None) -> None:
         """Forget a session entirely (episode, session and window usage)."""
         with self.lock:
-            self._sessions.pop(session, None)
+            self._sessions.pop(session_key(session), None)
 
     def _clear(self, session: Hashable, scopes: tuple[str, ...]) -> None:
         with self.lock:

@@ -39,15 +39,21 @@ def enforce(
     # must not leave a decision whose policy is in no record.
     snapshot = gate._snapshot()
     if state is None:
-        state = snapshot.state
-    layers = snapshot.layers
+        state = snapshot._state
+        assert state is not None  # (a snapshot holds the state its gate had)
+    recorder.record_policy(snapshot)
+    layers = snapshot._layers
     if layers[0].stateful if len(layers) == 1 else any(layer.stateful for layer in layers):
-        # Budgets and rates: decide and record under the usage lock, so that the log's order is the
-        # order usage was spent in (a "rate exceeded" never precedes the allow that used it up).
-        with state.lock:
-            verdict = _check_and_record(snapshot, ctx, recorder, state)
+        # Budgets and rates: one enforce at a time per log decides and records, so the log lists
+        # decisions in the order they spent usage (a "rate exceeded" never precedes the allow that
+        # used the rate up). The state's lock is held only while deciding: plain checks in other
+        # threads never wait for a write.
+        with recorder._order_lock:
+            verdict = snapshot.check(ctx, state)
+            _record(recorder, ctx, verdict)
     else:
-        verdict = _check_and_record(snapshot, ctx, recorder, state)
+        verdict = snapshot.check(ctx, state)
+        _record(recorder, ctx, verdict)
     if verdict.allowed:
         return verdict
     if verdict.action == "require_approval":
@@ -55,12 +61,9 @@ def enforce(
     raise ActionBlocked(verdict, ctx)
 
 
-def _check_and_record(gate: PolicyGate, ctx: ActionContext, recorder: EvidenceRecorder, state: PolicyState) -> Verdict:
-    verdict = gate.check(ctx, state)
-    recorder.record_policy(gate)
+def _record(recorder: EvidenceRecorder, ctx: ActionContext, verdict: Verdict) -> None:
     if verdict.allowed:
         # In buffered mode too, the decision is in the file before the action may run.
         recorder._record_written(ctx, verdict)
     else:
         recorder.record(ctx, verdict)
-    return verdict

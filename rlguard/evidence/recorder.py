@@ -129,6 +129,9 @@ class EvidenceRecorder:
         self._run_id = uuid.uuid4().hex
         self._lock = threading.Lock()
         self._policy_lock = threading.Lock()
+        # Held by `enforce` around deciding and recording an action under budgets or rates: the
+        # log lists such decisions in the order they spent usage (taken before the state's lock).
+        self._order_lock = threading.Lock()
         self._clock = UtcClock()
         self._ts_ms = -1
         self._ts_prefix = b""  # ',"ts":"<date>T<time>.<ms>' of millisecond `_ts_ms` (since the epoch)

@@ -407,13 +407,15 @@ class CellTable:
 
         `fields`: the fields function's columns as the schema checked them (policy fields only;
         a masked column as ``(values, present)``). None when the batch evaluator must decide the
-        step: the fields are not the ones the table was built for, or a column is of another
-        dtype.
+        step: the fields are not the ones the table was built for, a column is of another dtype,
+        or the clock gave no usable time (`now` NaN: the evaluator makes window rules Unknown).
         """
         if fields is None:
             fields = {}
         if fields.keys() != self.field_names:
             return None  # a field the table never saw (or lost) would be decided without it
+        if self.limits and now != now:
+            return None
         key: IntpArray = np.multiply(idx, self.cells, dtype=np.intp) if self.cells != 1 else idx.astype(np.intp)
         for column in self.columns:
             cell = column.digits(fields, n, self._buffers)
@@ -447,7 +449,7 @@ class CellTable:
                 now: float) -> tuple[int, list[float]] | None:
         """`keys` for a batch of one row (a single env's step), in Python numbers: the row's key and
         the amount it adds per budget or rate rule; None when the batch evaluator must decide."""
-        if fields.keys() != self.field_names:
+        if fields.keys() != self.field_names or (self.limits and now != now):
             return None
         key = idx * self.cells
         for column in self.columns:

@@ -22,16 +22,20 @@ class GovernedAccessors:
         """The policy gate."""
         return self._governor.gate
 
-    def reload_policy(self, source: PolicySource) -> None:
-        """Reload the gate's policy: ``gate.reload(source)``, for a wrapper in another process.
+    def reload_policy(self, source: PolicySource) -> str:
+        """Reload the gate's policy (``gate.reload(source)``) and return its new digest.
 
         Under ``gymnasium.make_vec(..., vectorization_mode="async", wrappers=[...])`` every worker
         holds its own copy of the gate (a gate pickles as its policy), so reloading the gate in
         the main process does not reach them: ``envs.call("reload_policy", source)`` reloads each
-        worker's copy. The next step decides with the new policy; an invalid one raises
-        `PolicyError` and the old one stays in force.
+        worker's copy and returns one digest per worker. The next step decides with the new
+        policy. An invalid policy raises `PolicyError` and the old one stays in force; in an async
+        worker, as any exception there, it also stops the vector env, so load the policy in the
+        main process first (``PolicyGate.from_yaml(path)`` raises the same error).
         """
-        self._governor.gate.reload(source)
+        gate = self._governor.gate
+        gate.reload(source)
+        return gate.digest
 
     @property
     def schema(self) -> ActionSchema:

@@ -133,7 +133,7 @@ class GovernedVectorEnv(
         self._governor = Governor(
             "GovernedVectorEnv", gate, schema, env.single_action_space, env.single_observation_space, env.num_envs,
             on_violation=on_violation, approval=approval, shaper=shaper, recorder=recorder,
-            detail=detail, cost=cost, cost_key=cost_key,
+            detail=detail, cost=cost, cost_key=cost_key, reset_usage_on_done=mode != AutoresetMode.DISABLED,
         )
         RecordConstructorArgs.__init__(
             self, _disable_deepcopy=True, gate=gate, schema=schema, on_violation=on_violation, approval=approval,

@@ -80,6 +80,7 @@ class Governor:
         detail: str,
         cost: CostMode,
         cost_key: str | None,
+        reset_usage_on_done: bool = False,
     ) -> None:
         from rlguard.engine.batch_state import BatchPolicyState
         from rlguard.engine.gate import PolicyGate
@@ -146,6 +147,10 @@ class Governor:
         self.detail = detail
         self.cost: CostMode = cost
         self.cost_key = cost_key
+        # Whether the env resets a row itself when its episode ends (a vector env's autoreset), so
+        # that its per-episode usage ends with the step; otherwise it ends only at `reset`: a row
+        # stepped on after `terminated` without a reset (its env never ended) keeps what it spent.
+        self.reset_usage_on_done = reset_usage_on_done
         self.binding: SchemaBinding = schema.bind(gate, action_space, observation_space, owner)
         self.state: BatchPolicyState = BatchPolicyState(num_rows)
         self.steps = 0
@@ -223,7 +228,7 @@ class Governor:
         extra: Mapping[str, Any] = {}
         if binding.fields_fn is not None:
             extra = binding._columns(binding._call_fields(obs, actions, 1, self.owner), 1, self.owner, binding.needed)
-        now = self.state.clock() if cells.stateful else 0.0
+        now = self.state.now() if cells.stateful else 0.0
         found = cells.key_one(idx, extra, self.state, now)
         if found is None:  # a column the table does not read: the batch evaluator, on these inputs
             return self.evaluate(obs, actions, inputs=(np.array([idx], dtype=np.int64), extra))
@@ -276,7 +281,7 @@ class Governor:
         found = None
         if cells is not None:
             assert idx is not None
-            now = self.state.clock() if cells.stateful else 0.0
+            now = self.state.now() if cells.stateful else 0.0
             found = cells.keys(idx, extra, n, self.state, now)
         batch: ActionBatch | None
         verdict: BatchVerdict | None
@@ -449,7 +454,7 @@ class Governor:
             # Rows not evaluated read as allowed with penalty 0: a shaper that leaves such rows
             # unchanged needs no masking.
             reward = shaped if skip is None or unchanged else np.where(skip, reward, shaped)
-        if self.stateful and np.count_nonzero(done):
+        if self.reset_usage_on_done and self.stateful and np.count_nonzero(done):
             self.state.reset(done)
         return reward, terminated
 
@@ -520,7 +525,7 @@ class Governor:
         if cells is not None:
             # Keys read the copied usage; nothing is consumed (only `evaluate` applies consumption).
             assert idx is not None
-            now = self.state.clock() if cells.stateful else 0.0
+            now = self.state.now() if cells.stateful else 0.0
             found = cells.keys(idx, extra, rows * n, state, now)
             if found is not None:
                 key = found[0]

@@ -139,3 +139,15 @@ def test_of_two_reloads_at_once_the_one_called_last_stays_in_force() -> None:
     slow.join(5)
     assert gate.check(ActionContext("refund", {"amount": 80})).action == "deny"  # NEW: up to 50
     assert gate.check(ActionContext("refund", {"amount": 40})).rule_id == "new-small"
+
+
+def test_a_policy_error_crosses_a_process_boundary_intact() -> None:
+    import pickle
+
+    from rlguard.engine.errors import PolicyError
+
+    with pytest.raises(PolicyError) as caught:
+        PolicyGate.from_string("version: 1\ndefault: allow\nrules:\n  - id: x\n    verdict: maybe\n")
+    copy = pickle.loads(pickle.dumps(caught.value))
+    assert type(copy) is PolicyError and str(copy) == str(caught.value)
+    assert copy.problems == caught.value.problems and (copy.line, copy.rule_id) == (caught.value.line, "x")

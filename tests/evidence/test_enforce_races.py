@@ -33,12 +33,12 @@ def records(path: Path) -> list[dict[str, Any]]:
     return [orjson.loads(line) for line in path.read_bytes().splitlines()]
 
 
-def test_the_decisions_policy_is_recorded_when_a_reload_lands_between_check_and_record(tmp_path: Path) -> None:
+def test_the_decisions_policy_is_recorded_when_a_reload_lands_inside_enforce(tmp_path: Path) -> None:
     gate = PolicyGate.from_dict(OLD)
     old_digest = gate.digest
 
     class ReloadingRecorder(EvidenceRecorder):
-        """A reload lands just after the check, as the recorder is asked for the policy."""
+        """A reload lands inside `enforce`, as the recorder is asked for the policy."""
 
         def record_policy(self, policy: Any) -> None:
             if gate.digest == old_digest:
@@ -66,11 +66,11 @@ def test_a_rate_exceeded_deny_is_never_recorded_before_the_allow_that_used_the_r
     class PausingRecorder(EvidenceRecorder):
         """The first enforce pauses after its check spent the rate, before its decision is written."""
 
-        def record_policy(self, policy: Any) -> None:
+        def record(self, ctx: ActionContext, verdict: Any) -> None:
             if threading.get_ident() == first_thread[0] and not first_checked.is_set():
                 first_checked.set()
                 release_first.wait(5)
-            super().record_policy(policy)
+            super().record(ctx, verdict)
 
     outcomes: dict[str, str] = {}
 
@@ -110,3 +110,21 @@ def test_enforce_still_records_and_raises_as_before(tmp_path: Path, stateful: bo
             gate.enforce(ActionContext("deploy", session="s"), audit)
     kinds = [r["kind"] for r in records(tmp_path / "evidence.jsonl")]
     assert kinds == ["header", "policy", "decision", "decision"]
+
+
+def test_enforce_decides_with_a_gate_subclass_own_check(tmp_path: Path) -> None:
+    class Blocklist(PolicyGate):
+        """A gate that also refuses one tool, whatever the policy says."""
+
+        def check(self, ctx: ActionContext, state: Any = None) -> Any:
+            verdict = super().check(ctx, state)
+            if ctx.tool == "refund" and ctx.args.get("to") == "mallory":
+                return PolicyGate.from_dict({"version": 1, "default": "deny", "rules": []}).check(ctx)
+            return verdict
+
+    gate = Blocklist.from_dict(OLD)
+    assert type(gate) is Blocklist
+    with EvidenceRecorder(sink=tmp_path / "evidence.jsonl") as audit:
+        assert gate.enforce(ActionContext("refund", {"to": "bob"}), audit).allowed
+        with pytest.raises(ActionBlocked):
+            gate.enforce(ActionContext("refund", {"to": "mallory"}), audit)

@@ -153,7 +153,8 @@ def test_reload_policy_reaches_the_gate_copies_in_async_workers() -> None:
         gate.reload(B2)  # the main process's gate only: the workers keep their copies
         _, _, _, _, info = envs.step(np.array([1, 1]))
         assert not info["rlguard"]["blocked"].any()
-        envs.call("reload_policy", {**B2, "rules": []})  # every worker: default deny, no rule
+        deny_all = {**B2, "rules": []}  # default deny, no rule
+        assert envs.call("reload_policy", deny_all) == (PolicyGate.from_dict(deny_all).digest,) * 2
         _, _, _, _, info = envs.step(np.array([1, 1]))
         assert info["rlguard"]["blocked"].all()
     finally:

@@ -11,6 +11,7 @@ they predict (derived gates, rates, budgets, an approver, NEXT_STEP reset rows),
 
 from __future__ import annotations
 
+import math
 import pickle
 from pathlib import Path
 from typing import Any
@@ -510,11 +511,31 @@ def test_terminate_shapes_the_ending_step_and_resets_only_the_rows_reset() -> No
     # Row 0's second c exceeds the rate: blocked, the episode ends, and its one violation is
     # charged at that step (no bonus).
     assert step([2, 0]) == ([0.0, 1.5], [True, False], [True, False])
-    assert envs.policy_state.usage(g, "one-c-per-episode")[1].tolist() == [0, 0]  # row 0's episode ended
+    # Under DISABLED the env has not reset row 0: its usage stays until the caller resets it.
+    assert envs.policy_state.usage(g, "one-c-per-episode")[1].tolist() == [1, 0]
     envs.reset(options={"reset_mask": np.array([True, False])})
+    assert envs.policy_state.usage(g, "one-c-per-episode")[1].tolist() == [0, 0]
     assert step([2, 2]) == ([1.5, 1.5], [False, False], [False, False])  # row 0: a fresh rate
     assert step([0, 1]) == ([1.5, 0.0], [False, True], [False, True])
+    assert envs.policy_state.usage(g, "one-c-per-episode")[1].tolist() == [1, 1]  # row 1 ended, not reset yet
+    envs.reset(options={"reset_mask": np.array([False, True])})
     assert envs.policy_state.usage(g, "one-c-per-episode")[1].tolist() == [1, 0]
+
+
+def test_a_terminated_row_stepped_without_a_reset_keeps_its_episode_usage() -> None:
+    # on_violation="terminate" ends the episode in the wrapper only: the env never ended it. A
+    # caller that steps on without resetting must not get a fresh rate in the same env episode.
+    g = _gate(TERMINATE_POLICY)
+    envs = GovernedVectorEnv(SyncVectorEnv([Scripted], autoreset_mode=AutoresetMode.DISABLED), g,
+                             ActionSchema(TABLE3, noop=0), on_violation="terminate")
+    envs.reset(seed=0)
+    ran = [bool(envs.step(np.array([2]))[4]["rlguard"]["blocked"][0]) for _ in range(4)]
+    assert ran == [False, True, True, True]  # one c per episode, however often it is stepped
+    single = GovernedEnv(Scripted(), g, ActionSchema(TABLE3, noop=0), on_violation="terminate")
+    single.reset(seed=0)
+    assert [bool(single.step(2)[4]["rlguard"]["blocked"]) for _ in range(3)] == [False, True, True]
+    single.reset()
+    assert not single.step(2)[4]["rlguard"]["blocked"]  # a reset starts a fresh episode
 
 
 # -- reload with usage in flight, pickled gates -----------------------------------------------------
@@ -583,3 +604,30 @@ def test_a_vector_env_that_does_not_say_how_it_autoresets_is_refused() -> None:
     gate = PolicyGate.from_string("version: 1\ndefault: allow\nrules: []\n")
     with pytest.raises(ValueError, match="autoreset_mode"):
         GovernedVectorEnv(env, gate, ActionSchema([{"tool": "a"}, {"tool": "b"}], noop=0))
+
+
+WINDOW_RATE = """
+version: 1
+default: allow
+rules:
+  - id: two-c-per-10s
+    when: {tool: c}
+    rate: {max: 2, per: window, window: 10}
+    verdict: deny_if_exceeds
+"""
+
+
+@pytest.mark.parametrize("use_table", [True, False])
+def test_an_infinite_clock_reading_frees_no_window_usage_in_a_wrapper(use_table: bool) -> None:
+    schema = ActionSchema(TABLE3, fields=x_fields, noop=0) if use_table else ActionSchema(TABLE3, noop=0)
+    envs = GovernedVectorEnv(SyncVectorEnv([Scripted]), _gate(WINDOW_RATE), schema)
+    envs.reset(seed=0)
+    readings = iter([0.0, 1.0, math.inf, 2.0, 11.0])
+    now = [0.0]
+    envs.policy_state.clock = lambda: now[0]
+    blocked = []
+    for reading in readings:
+        now[0] = reading
+        blocked.append(bool(envs.step(np.array([2]))[4]["rlguard"]["blocked"][0]))
+    # At inf the window cannot be placed (Unknown: denied); at 2 the two uses of 0 and 1 still count.
+    assert blocked == [False, False, True, True, False]
