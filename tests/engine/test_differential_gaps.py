@@ -25,11 +25,9 @@ import fractions
 import math
 from collections.abc import Hashable
 from types import MappingProxyType
-from typing import Any, ClassVar
+from typing import Any
 
 import numpy as np
-from gymnasium import spaces
-from gymnasium.vector import AutoresetMode, VectorEnv
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
@@ -51,6 +49,7 @@ from rlguard.engine.context import MISSING, walk_path
 from rlguard.engine.reference import decide, decide_layers
 from rlguard.engine.verdict import ACTION_CODES, STRICTNESS
 from tests.engine.policy_strategies import policies, stateful_policies
+from tests.wrappers.test_cell_table import ScriptedVectorEnv
 
 FAST = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -571,30 +570,6 @@ def cell_context(obs_row: np.ndarray, action: int) -> ActionContext:
                          None, entry.get("context"))
 
 
-class ScriptedVectorEnv(VectorEnv[Any, Any, Any]):
-    """Returns the observations and terminations it is given, one batch per step."""
-
-    metadata: ClassVar[dict[str, Any]] = {"autoreset_mode": AutoresetMode.NEXT_STEP}
-
-    def __init__(self, obs: list[np.ndarray], ends: list[np.ndarray], num_actions: int = len(CELL_TABLE)) -> None:
-        self.num_envs = obs[0].shape[0]
-        width = obs[0].shape[1]
-        self.single_observation_space = spaces.Box(-np.inf, np.inf, (width,), dtype=np.float64)
-        self.single_action_space = spaces.Discrete(num_actions)
-        self.observation_space = spaces.Box(-np.inf, np.inf, (self.num_envs, width), dtype=np.float64)
-        self.action_space = spaces.MultiDiscrete([num_actions] * self.num_envs)
-        self._obs, self._ends, self._t = obs, ends, 0
-
-    def reset(self, *, seed: Any = None, options: Any = None) -> tuple[np.ndarray, dict[str, Any]]:
-        self._t = 0
-        return self._obs[0], {}
-
-    def step(self, actions: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
-        self._t += 1
-        n = self.num_envs
-        return self._obs[self._t], np.zeros(n), self._ends[self._t - 1], np.zeros(n, dtype=bool), {}
-
-
 _CELL_CONDS: tuple[dict[str, Any], ...] = (
     {"args.n": {"gt": -129}}, {"args.n": {"lte": -128}}, {"args.n": {"in": [5, 127, 128]}}, {"args.n": {"lt": 0.5}},
     {"args.u": {"gte": 255}}, {"args.u": {"gt": 2.5}}, {"args.u": {"eq": 7}}, {"args.u": {"ne": 256}},
@@ -647,8 +622,8 @@ def test_cell_table_steps_decide_and_spend_as_gate_check(policy: dict[str, Any],
     gate = PolicyGate.from_dict(policy)
     if child is not None:  # a derived gate: every layer's cells, usage kept per layer
         gate = gate.derive(child)
-    env = GovernedVectorEnv(ScriptedVectorEnv(obs, ends), gate, ActionSchema(CELL_TABLE, fields=narrow_fields),
-                            on_violation="pass")
+    env = GovernedVectorEnv(ScriptedVectorEnv(obs, ends, len(CELL_TABLE)), gate,
+                            ActionSchema(CELL_TABLE, fields=narrow_fields), on_violation="pass")
     env.reset(seed=0)
     states = [PolicyState() for _ in range(n)]
     resetting = np.zeros(n, dtype=bool)
