@@ -47,6 +47,8 @@ def clock_reading(clock: Clock) -> float:
     (§12.2), and no event is dropped."""
     try:
         value = clock()
+        if value.__class__ is float:  # time.monotonic and most clocks: no conversion
+            return value if value - value == 0.0 else math.nan
         now = float(value) if isinstance(value, (numbers.Real, Decimal)) else math.nan
     except Exception:
         return math.nan
