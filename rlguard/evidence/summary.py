@@ -118,9 +118,18 @@ class _Aggregator:
         digest = str(record.get("digest"))
         rules: list[RuleInfo] = []
         for layer in record.get("layers") or ():
-            for rule in layer.get("rules") or ():
-                rules.append(RuleInfo(str(rule.get("id")), str(rule.get("verdict")), str(rule.get("severity")),
-                                      tuple(str(t) for t in rule.get("tags") or ())))
+            if not isinstance(layer, dict):
+                continue
+            layer_rules = [
+                RuleInfo(str(rule.get("id")), str(rule.get("verdict")), str(rule.get("severity")),
+                         tuple(str(t) for t in rule.get("tags") or ()))
+                for rule in layer.get("rules") or () if isinstance(rule, dict)
+            ]
+            rules.extend(layer_rules)
+            # A decision carries the digest of the layer that decided it (a derived gate's policy
+            # record is filed under the digest over all its layers).
+            if isinstance(layer.get("digest"), str):
+                self.tags.setdefault(layer["digest"], {r.id: r.tags for r in layer_rules})
         self.s.policies[digest] = rules
         self.tags[digest] = {r.id: r.tags for r in rules}
 
@@ -133,14 +142,12 @@ class _Aggregator:
                 self.s.batch_by_tag[tag] += count
 
     def _tags_of(self, digest: str, rule_ids: tuple[str, ...]) -> set[str]:
-        table = self.tags.get(digest)
+        # Only the tags of the policy that decided: another policy in the log may give the same
+        # rule id other tags (a reload that retagged it), so a rule id alone names no tag.
+        table = self.tags.get(digest, {})
         out: set[str] = set()
         for rule_id in rule_ids:
-            if table is not None and rule_id in table:
-                out.update(table[rule_id])
-            else:  # a policy recorded under another digest (e.g. the root of a derived gate)
-                for other in self.tags.values():
-                    out.update(other.get(rule_id, ()))
+            out.update(table.get(rule_id, ()))
         return out
 
     def decision(self, record: dict[str, Any]) -> None:

@@ -463,3 +463,28 @@ def test_demo_absolute_out_with_spaces(tmp_path: Path) -> None:
     assert f"written to {out}/" in text
     for log in out.glob("*.jsonl"):
         assert verify_file(log).ok, log
+
+
+def test_tags_come_from_the_policy_that_decided(tmp_path: Path) -> None:
+    from rlguard import ActionContext, PolicyGate
+    from rlguard.evidence import ActionBlocked, EvidenceRecorder
+    from rlguard.evidence.summary import summarize
+
+    first = {"version": 1, "name": "p", "default": "allow", "rules": [
+        {"id": "no-deploy", "when": {"tool": "deploy"}, "verdict": "deny", "tags": ["T2"]}]}
+    retagged = {**first, "rules": [{**first["rules"][0], "tags": ["T9"]}]}
+    child = {"version": 1, "name": "child", "default": "allow", "rules": [
+        {"id": "no-deploy", "when": {"tool": "refund"}, "verdict": "deny", "tags": ["T6"]}]}  # a reused id
+    gate = PolicyGate.from_dict(first)
+    sink = tmp_path / "evidence.jsonl"
+    with EvidenceRecorder(sink=sink) as audit:
+        with pytest.raises(ActionBlocked):
+            gate.enforce(ActionContext("deploy"), audit)  # T2
+        gate.reload(retagged)
+        for _ in range(2):
+            with pytest.raises(ActionBlocked):
+                gate.enforce(ActionContext("deploy"), audit)  # the same rule id, now T9
+        with pytest.raises(ActionBlocked):
+            gate.derive(child).enforce(ActionContext("refund"), audit)  # the child layer decides: T6
+    by_tag = {tag: dict(actions) for tag, actions in summarize(sink).by_tag.items()}
+    assert by_tag == {"T2": {"deny": 1}, "T9": {"deny": 2}, "T6": {"deny": 1}}
