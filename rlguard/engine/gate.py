@@ -134,9 +134,10 @@ class PolicyGate:
                 snap = PolicyGate(layers, state)
             else:  # a subclass keeps its own methods (a `check` that tightens) and attributes
                 snap = object.__new__(cls)
-                if hasattr(self, "__dict__"):
-                    snap.__dict__.update(self.__dict__)
                 PolicyGate.__init__(snap, layers, state)
+                if hasattr(self, "__dict__"):
+                    # Shared, not copied: the subclass's attributes as they are at each call.
+                    object.__setattr__(snap, "__dict__", self.__dict__)
             self._snap = snap
         return snap
 

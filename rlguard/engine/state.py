@@ -19,6 +19,7 @@ from collections import OrderedDict, deque
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from decimal import Decimal
+from typing import Any, cast
 
 import numpy as np
 
@@ -89,7 +90,7 @@ class _RuleUsage:
 UNUSABLE: Hashable = ("<unusable session>", object())
 
 
-def session_key(session: object) -> Hashable:
+def session_key(session: Any) -> Hashable:
     """The key a session's usage is kept under, or `UNUSABLE`.
 
     A session is read as plain built-in values whose equality is fixed: None, str, bytes, int,
@@ -100,38 +101,45 @@ def session_key(session: object) -> Hashable:
     usage, and neither can a NaN (it equals nothing, so a session rebuilt with one would start
     afresh each time): stateful rules are then Unknown (deny).
     """
+    # By `type()` and the base types' own C methods only: no code of the session's runs here (a
+    # `__class__`, `__eq__` or `__str__` of its own), so the key is the same at every read.
     cls = type(session)
     if session is None or cls in _EXACT:
-        return session
+        return cast(Hashable, session)
+    if cls is tuple and all(type(item) in _EXACT for item in session):  # the common compound key
+        return cast(Hashable, session)
     if cls is float:
         return session if session == session else UNUSABLE
-    if isinstance(session, bool):
-        return bool(session)
-    if isinstance(session, str):
+    if issubclass(cls, bool):
+        return bool.__bool__(session)
+    if issubclass(cls, str):
         return str.__str__(session)
-    if isinstance(session, int):
+    if issubclass(cls, int):
         return int.__int__(session)
-    if isinstance(session, float):
+    if issubclass(cls, float):
         value = float.__float__(session)
         return value if value == value else UNUSABLE
-    if isinstance(session, bytes):
-        return bytes(memoryview(session))
-    if isinstance(session, (np.number, np.bool_)):
-        return session_key(session.item())
+    if issubclass(cls, bytes):
+        return bytes.__getitem__(session, slice(None))
+    if issubclass(cls, (np.number, np.bool_)):
+        item = np.generic.item(session)
+        return UNUSABLE if type(item) is cls else session_key(item)  # (a long double stays numpy)
     if cls is complex:
         return session if session == session else UNUSABLE
     if isinstance(session, Decimal) and cls is Decimal:
         return UNUSABLE if session.is_nan() else session
     if cls is uuid.UUID:
-        return session
-    if isinstance(session, enum.Enum):
-        return (cls, session.name)
-    if isinstance(session, (tuple, frozenset)):
-        items = [session_key(item) for item in (tuple.__iter__(session) if isinstance(session, tuple)
-                                                 else frozenset.__iter__(session))]
-        if any(item is UNUSABLE for item in items):
-            return UNUSABLE
-        return tuple(items) if isinstance(session, tuple) else frozenset(items)
+        return cast(Hashable, session)
+    if issubclass(cls, enum.Enum):
+        name = session._name_
+        # A member of its class by its own name, nothing else (a class that fakes membership).
+        return (cls, name) if cls._member_map_.get(name) is session else UNUSABLE
+    if issubclass(cls, tuple):
+        items = [session_key(item) for item in tuple.__iter__(session)]
+        return UNUSABLE if any(item is UNUSABLE for item in items) else tuple(items)
+    if issubclass(cls, frozenset):
+        members = [session_key(item) for item in frozenset.__iter__(session)]
+        return UNUSABLE if any(item is UNUSABLE for item in members) else frozenset(members)
     return UNUSABLE
 
 
@@ -178,6 +186,7 @@ class PolicyState:
         self.clock = clock
         self.lock = threading.RLock()
         self._sessions: OrderedDict[Hashable, dict[Hashable, _RuleUsage]] = OrderedDict()
+        self._last_key: tuple[object, Hashable] = (UNUSABLE, UNUSABLE)  # (session object, its key)
 
     def _session(self, session: Hashable) -> dict[Hashable, _RuleUsage] | None:
         """The session's usage table, made if new; None when the table is full (see the module docstring)."""
@@ -209,37 +218,54 @@ class PolicyState:
         `namespace` keeps apart rules of different policies that share this state (the gate
         passes its layer's position and policy name).
         """
-        key = session_key(session)
+        key = self._key(session)
         if key is UNUSABLE:
             return None, None
+        now = 0.0
+        if rule_scope(rule)[1] is not None:
+            now = clock_reading(self.clock)
+            if now != now:  # no usable time: the window cannot be placed (Unknown, §12.2)
+                return None, None
         table = self._session(key)
         if table is None:
             return None, None
         usage = table.get(rule_key(namespace, rule))
         if usage is None:
             return 0.0, 0
-        if usage.window is not None:
-            now = clock_reading(self.clock)
-            if now != now:  # no usable time: the window cannot be placed (Unknown, §12.2)
-                return None, None
-            usage.prune(now)
+        usage.prune(now)
         return usage.amount, usage.count
+
+    def _key(self, session: object) -> Hashable:
+        """`session_key`, computed once for the session object a check reads and consumes under."""
+        last = self._last_key
+        if last[0] is session:
+            return last[1]
+        try:
+            key = session_key(session)
+        except Exception:  # (a subclass whose data cannot be read: no usage can be found for it)
+            key = UNUSABLE
+        if key is not UNUSABLE:  # (an object is kept alive only while it keys usage)
+            self._last_key = (session, key)
+        return key
 
     def consume(self, namespace: Hashable, rule: Rule, session: Hashable, amount: float) -> None:
         """Record one allowed action under a stateful rule."""
-        key = session_key(session)
+        key = self._key(session)
         table = None if key is UNUSABLE else self._session(key)
         if table is None:  # pragma: no cover - usage() returned None first, so nothing was allowed
             return
         key = rule_key(namespace, rule)
         usage = table.get(key)
         per, window = rule_scope(rule)
+        # The time first: nothing is changed if reading the clock raises (a count without its
+        # window event would never expire).
+        at = clock_reading(self.clock) if per == "window" else 0.0  # (at NaN: never dropped)
         if usage is None:
             usage = table[key] = _RuleUsage(per, window)
         usage.amount += amount
         usage.count += 1
         if per == "window":
-            usage.events.append((clock_reading(self.clock), amount))  # (at NaN: never dropped)
+            usage.events.append((at, amount))
 
     def end_episode(self, session: Hashable = None) -> None:
         """Clear a session's `per: episode` usage (sessions and windows carry on)."""

@@ -48,9 +48,16 @@ def enforce(
         # decisions in the order they spent usage (a "rate exceeded" never precedes the allow that
         # used the rate up). The state's lock is held only while deciding: plain checks in other
         # threads never wait for a write.
-        with recorder._order_lock:
+        owned = getattr(state.lock, "_is_owned", None)
+        if owned is not None and owned():
+            # The caller holds the state's lock: no other decision can come between this one and
+            # its record, and taking the order lock now (after the state's) could deadlock.
             verdict = snapshot.check(ctx, state)
             _record(recorder, ctx, verdict)
+        else:
+            with recorder._order_lock:
+                verdict = snapshot.check(ctx, state)
+                _record(recorder, ctx, verdict)
     else:
         verdict = snapshot.check(ctx, state)
         _record(recorder, ctx, verdict)

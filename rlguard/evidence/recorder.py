@@ -242,22 +242,31 @@ class EvidenceRecorder:
             self._last_pieces = pieces
         redacted: list[str] = []
         dump = self._dump_mapping
-        j_args = dump(args, "args", redacted) if args else b"{}"
-        j_meta = dump(tool_meta, "tool_meta", redacted) if tool_meta else b"{}"
-        j_context = (
-            b',"context":' + dump(context, "context", redacted) + b',"environment":'
-            if context
-            else b',"context":{},"environment":'
-        )
-        # Strings (tool names, environments, agents, sessions) repeat: their JSON is cached. Each
-        # value is spliced with the keys around it, in sorted-key order (see `_verdict_pieces`).
-        j_tool = self._tcache.get(tool) or self._tool_json(tool, redacted)
-        j_env = (self._scache.get(environment) if environment.__class__ is str else None) or self._value(
-            environment, "environment", redacted
-        )
-        j_agent = b'null,"args":' if agent is None else self._value(agent, "agent", redacted) + b',"args":'
-        j_session = b"null" if session is None else self._value(session, "session", redacted)
-        j_redacted = b',"redacted":' + orjson.dumps(redacted) if redacted else b""
+        try:
+            j_args = dump(args, "args", redacted) if args else b"{}"
+            j_meta = dump(tool_meta, "tool_meta", redacted) if tool_meta else b"{}"
+            j_context = (
+                b',"context":' + dump(context, "context", redacted) + b',"environment":'
+                if context
+                else b',"context":{},"environment":'
+            )
+            # Strings (tool names, environments, agents, sessions) repeat: their JSON is cached. Each
+            # value is spliced with the keys around it, in sorted-key order (see `_verdict_pieces`).
+            j_tool = self._tcache.get(tool) or self._tool_json(tool, redacted)
+            j_env = (self._scache.get(environment) if environment.__class__ is str else None) or self._value(
+                environment, "environment", redacted
+            )
+            j_agent = b'null,"args":' if agent is None else self._value(agent, "agent", redacted) + b',"args":'
+            j_session = b"null" if session is None else self._value(session, "session", redacted)
+            j_redacted = b',"redacted":' + orjson.dumps(redacted) if redacted else b""
+        except EvidenceError:
+            raise
+        except Exception as exc:  # a value that breaks while read: nothing is written, the action must not run
+            raise EvidenceError(
+                f"cannot serialize the action context: {type(exc).__name__}: {exc}; the record was not written "
+                "and the action must not run\nhelp: pass plain values (dicts, lists, str, numbers) in the action "
+                "context"
+            ) from exc
         lock = self._lock
         lock.acquire()  # cheaper than `with` on this path
         try:
@@ -704,6 +713,7 @@ def _after_fork_in_child() -> None:
     for recorder in list(_OPEN):
         recorder._lock = threading.Lock()  # another thread may have held it at fork time
         recorder._policy_lock = threading.Lock()
+        recorder._order_lock = threading.Lock()
         recorder._forked = True
         recorder._head_failed = False
         recorder._sync_threads = set()

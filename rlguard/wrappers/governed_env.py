@@ -11,6 +11,7 @@ from gymnasium import spaces
 from gymnasium.core import ActType, ObsType
 from gymnasium.error import ResetNeeded
 from gymnasium.utils import RecordConstructorArgs
+from gymnasium.wrappers import Autoreset
 
 from rlguard.wrappers.batching import batch_one
 from rlguard.wrappers.governed_accessors import GovernedAccessors
@@ -134,6 +135,18 @@ class GovernedEnv(
                 f"GovernedEnv: `env` must be a gymnasium.Env, got {type(env).__name__} `{env!r}`\n"
                 "help: for a vector env use GovernedVectorEnv"
             )
+        inner: Any = env
+        while isinstance(inner, gym.Wrapper):
+            if isinstance(inner, Autoreset):
+                # The env would reset itself after an episode ends, behind the wrapper's back: the
+                # next step's action (which the env ignores) would be checked and charged, and the
+                # episode's budgets and rates never restarted.
+                raise ValueError(
+                    f"GovernedEnv: `{env}` resets itself (a gymnasium.wrappers.Autoreset inside it)\n"
+                    "help: put Autoreset outside: Autoreset(GovernedEnv(env, gate, schema)), or use a vector env "
+                    "with GovernedVectorEnv"
+                )
+            inner = inner.env
         self._governor = Governor(
             "GovernedEnv", gate, schema, env.action_space, env.observation_space, 1,
             on_violation=on_violation, approval=approval, shaper=shaper, recorder=recorder,
@@ -151,9 +164,11 @@ class GovernedEnv(
         self, *, seed: int | None = None, options: dict[str, Any] | None = None
     ) -> tuple[ObsType, dict[str, Any]]:
         """Reset the env and start a new episode of budgets, rates and shaper sums."""
+        self._has_obs = False  # until the env has reset: no step on a half-reset env
         obs, info = self.env.reset(seed=seed, options=options)
-        self._governor.reset()
+        # The new observation first: whatever raises after this, the next step reads it.
         self._last_obs, self._has_obs = obs, True
+        self._governor.reset()
         return obs, info
 
     def step(self, action: ActType) -> tuple[ObsType, SupportsFloat, bool, bool, dict[str, Any]]:
@@ -181,6 +196,9 @@ class GovernedEnv(
         decision = gov.evaluate_one(obs_b, checked)
         executed = _first_row(self.env.action_space, decision.executed) if decision.any_blocked else action
         obs, reward, terminated, truncated, info = self.env.step(executed)
+        # The env has stepped: the next step reads this observation, even if shaping or the info
+        # below raises (deciding on the previous one could let a refused action run).
+        self._last_obs = obs
         shaped, _ = gov.conclude(
             decision,
             np.array([reward], dtype=np.float64) if gov.shaper is not None else reward,
@@ -202,7 +220,6 @@ class GovernedEnv(
         _add_info("GovernedEnv", info, INFO_KEY, rlguard)
         if gov.cost_key is not None:
             _add_info("GovernedEnv", info, gov.cost_key, float(cost[0]))
-        self._last_obs = obs
         return obs, reward, terminated, truncated, info
 
     def action_masks(self) -> npt.NDArray[np.bool_]:

@@ -153,15 +153,18 @@ class GovernedVectorEnv(
         mask = None
         if options is not None and "reset_mask" in options:
             mask = np.array(options["reset_mask"], dtype=np.bool_, copy=True)  # the env pops it
+        if mask is None:
+            self._has_obs = False  # until the env has reset: no step on a half-reset env
         obs, info = self.env.reset(seed=seed, options=options)  # type: ignore[arg-type]  # lists of seeds too
-        self._governor.reset(mask)
+        # The env has reset: its observation and reset bookkeeping first, whatever raises after.
+        self._last_obs, self._has_obs = obs, True
         if mask is None or self._resetting is None:
             self._resetting = None
         else:
             self._resetting = self._resetting & ~mask
             if not self._resetting.any():
                 self._resetting = None
-        self._last_obs, self._has_obs = obs, True
+        self._governor.reset(mask)
         return obs, info
 
     def step(self, actions: ActType) -> tuple[ObsType, Any, Any, Any, dict[str, Any]]:
@@ -178,6 +181,13 @@ class GovernedVectorEnv(
         skip = self._resetting
         decision = gov.evaluate(self._last_obs, actions, skip)
         obs, rewards, terminations, truncations, info = self.env.step(decision.executed)
+        # The env has stepped: the next step reads this observation and knows which sub-envs reset
+        # next, even if shaping or the info below raises (deciding on the previous observation
+        # could let a refused action run).
+        self._last_obs = obs
+        if self.autoreset_mode == AutoresetMode.NEXT_STEP:
+            ended = terminations | truncations  # as the env saw them (no "terminate" under NEXT_STEP)
+            self._resetting = ended if np.count_nonzero(ended) else None
         rewards, terminations = gov.conclude(decision, rewards, terminations, truncations, skip)
         rlguard, cost = gov.info(decision, skip)
         rlguard["proposed"] = actions
@@ -190,10 +200,6 @@ class GovernedVectorEnv(
         _add_info(info, INFO_KEY, rlguard, mask)
         if gov.cost_key is not None:
             _add_info(info, gov.cost_key, cost, mask.copy())
-        if self.autoreset_mode == AutoresetMode.NEXT_STEP:
-            ended = gov.done  # terminations | truncations, as the env saw them (no "terminate" here)
-            self._resetting = ended if ended is not None and np.count_nonzero(ended) else None
-        self._last_obs = obs
         return obs, rewards, terminations, truncations, info
 
     def action_masks(self) -> npt.NDArray[np.bool_]:

@@ -154,15 +154,13 @@ class Governor:
         self.binding: SchemaBinding = schema.bind(gate, action_space, observation_space, owner)
         self.state: BatchPolicyState = BatchPolicyState(num_rows)
         self.steps = 0
-        # The rows whose episode ended at the last step (set by `conclude`).
-        self.done: npt.NDArray[np.bool_] | None = None
         self._record_mask = False
         if recorder is not None:
             try:
                 self._record_mask = "mask" in inspect.signature(recorder.record_batch).parameters
             except (TypeError, ValueError):  # pragma: no cover - a builtin without a signature
                 self._record_mask = False
-            self._record_policy()
+            self._record_policy(self.binding.gate)
         self._safe_by_key: dict[np.dtype[Any], npt.NDArray[Any]] = {}
         self._prepare_policy()
         if schema.fallback is not None and on_violation != "pass":
@@ -185,16 +183,18 @@ class Governor:
 
     def _check_binding(self) -> None:
         if self.binding.stale(self.gate):  # the gate was reloaded with a new policy
-            self.binding = self.schema.bind(self.gate, self.action_space, self.observation_space, self.owner)
+            binding = self.schema.bind(self.gate, self.action_space, self.observation_space, self.owner)
+            # Recorded before any step decides with it: if the record fails, the binding stays
+            # stale and the next step tries again (no batch record without its policy record).
+            self._record_policy(binding.gate)
+            self.binding = binding
             self._prepare_policy()
-            self._record_policy()
 
-    def _record_policy(self) -> None:
-        """Record the policy steps decide with (its rules, for the digest batch records carry), if the
-        recorder can."""
+    def _record_policy(self, gate: PolicyGate) -> None:
+        """Record `gate`'s policy (its rules, for the digest batch records carry), if the recorder can."""
         record_policy = getattr(self.recorder, "record_policy", None)
         if callable(record_policy):
-            record_policy(self.binding.gate)
+            record_policy(gate)
 
     def _probe_fallback(self) -> None:
         from rlguard.wrappers.batching import sample_batch
@@ -441,7 +441,9 @@ class Governor:
         if self.on_violation == "terminate" and decision.any_blocked:
             terminated = terminated | decision.blocked
         done = terminated | truncated
-        self.done = done
+        # Before the shaper (user code that may raise): the rows the env reset start afresh.
+        if self.reset_usage_on_done and self.stateful and np.count_nonzero(done):
+            self.state.reset(done)
         # (Read each step: a shaper's settings may change between steps.)
         unchanged = self.shaper is not None and getattr(self.shaper, "clean_rows_unchanged", False) is True
         if self.shaper is not None and not (
@@ -454,8 +456,6 @@ class Governor:
             # Rows not evaluated read as allowed with penalty 0: a shaper that leaves such rows
             # unchanged needs no masking.
             reward = shaped if skip is None or unchanged else np.where(skip, reward, shaped)
-        if self.reset_usage_on_done and self.stateful and np.count_nonzero(done):
-            self.state.reset(done)
         return reward, terminated
 
     def _record(self, decision: Decision, skip: npt.NDArray[np.bool_] | None) -> None:

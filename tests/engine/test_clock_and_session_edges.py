@@ -153,3 +153,45 @@ def test_sessions_that_cannot_key_usage_make_budgets_unknown(session: Any) -> No
     ]})
     verdict = gate.check(ActionContext("pay", session=session))
     assert verdict.action == "deny" and verdict.indeterminate
+
+
+def test_a_clock_with_no_usable_time_denies_a_window_rule_on_its_first_use_too() -> None:
+    policy = one_per_window(10)
+    for bad in (math.nan, None):
+        assert single_path(policy, [bad, bad]) == ["deny", "deny"]
+        assert batch_path(policy, [bad, bad]) == ["deny", "deny"]
+
+
+class Paint(enum.Enum):
+    RED = 1
+
+    @property
+    def name(self) -> str:  # type: ignore[override]
+        return str(random.random())  # a member whose `name` changes: keyed by `_name_`
+
+
+class FakesEnum:
+    """Claims to be an Enum member (and a numpy integer) through `__class__`, with a fresh identity each call."""
+
+    __class__ = Paint  # type: ignore[assignment]
+    _name_ = "RED"
+
+
+class FakesNumpy:
+    __class__ = np.int64  # type: ignore[assignment]
+
+    def item(self) -> float:
+        return random.random()
+
+
+@pytest.mark.parametrize("make", [lambda: Paint.RED, FakesEnum, FakesNumpy, lambda: np.longdouble(1.5)],
+                         ids=["enum-with-a-name-property", "fakes-enum", "fakes-numpy", "longdouble"])
+def test_a_session_is_never_keyed_by_what_its_own_code_returns(make: Any) -> None:
+    gate = PolicyGate.from_dict({"version": 1, "name": "r", "default": "allow", "rules": [
+        {"id": "one-pay", "when": {"tool": "pay"}, "verdict": "deny_if_exceeds", "rate": {"max": 1, "per": "session"}},
+    ]})
+    first = gate.check(ActionContext("pay", session=make()))
+    second = gate.check(ActionContext("pay", session=make()))
+    assert second.action == "deny"  # counted under one key, or Unknown: never a fresh rate
+    if first.action == "allow":
+        assert second.reason == "one-pay rate exceeded"

@@ -128,3 +128,62 @@ def test_enforce_decides_with_a_gate_subclass_own_check(tmp_path: Path) -> None:
         assert gate.enforce(ActionContext("refund", {"to": "bob"}), audit).allowed
         with pytest.raises(ActionBlocked):
             gate.enforce(ActionContext("refund", {"to": "mallory"}), audit)
+
+
+def test_enforce_inside_a_held_state_lock_neither_deadlocks_nor_reorders(tmp_path: Path) -> None:
+    gate = PolicyGate.from_dict(ONE_REFUND)
+    ctx = ActionContext("refund", session="s1")
+    outcomes: list[str] = []
+
+    def other() -> None:
+        try:
+            outcomes.append(gate.enforce(ctx, audit).action)
+        except ActionBlocked as blocked:
+            outcomes.append(blocked.verdict.reason)
+
+    with EvidenceRecorder(sink=tmp_path / "evidence.jsonl") as audit:
+        with gate.state.lock:  # a caller holding the usage lock around its own enforce calls
+            outcomes.append(gate.enforce(ctx, audit).action)
+            t = threading.Thread(target=other)
+            t.start()
+            time.sleep(0.1)  # the other enforce takes the order lock and waits for the state's
+        t.join(5)
+        assert not t.is_alive()
+    assert outcomes == ["allow", "one-refund rate exceeded"]
+    decisions = [r["action"] for r in records(tmp_path / "evidence.jsonl") if r["kind"] == "decision"]
+    assert decisions == ["allow", "deny"]
+
+
+def test_a_gate_subclass_attributes_are_read_as_they_are_at_each_enforce(tmp_path: Path) -> None:
+    class Lockdown(PolicyGate):
+        lockdown = False
+
+        def check(self, ctx: ActionContext, state: Any = None) -> Any:
+            if self.lockdown:
+                return PolicyGate.from_dict({"version": 1, "default": "deny", "rules": []}).check(ctx)
+            return super().check(ctx, state)
+
+    gate = Lockdown.from_dict(OLD)
+    with EvidenceRecorder(sink=tmp_path / "evidence.jsonl") as audit:
+        assert gate.enforce(ActionContext("refund"), audit).allowed
+        gate.lockdown = True
+        with pytest.raises(ActionBlocked):
+            gate.enforce(ActionContext("refund"), audit)
+
+
+def test_a_context_value_that_breaks_while_recorded_is_an_evidence_error(tmp_path: Path) -> None:
+    from rlguard.evidence import EvidenceError
+
+    class Breaks:
+        @property
+        def __class__(self) -> type:  # type: ignore[override]
+            raise RuntimeError("broken value")
+
+    gate = PolicyGate.from_dict(OLD)
+    with EvidenceRecorder(sink=tmp_path / "evidence.jsonl") as audit:
+        ctx = ActionContext("refund", {"to": Breaks()})
+        with pytest.raises(EvidenceError, match="the record was not written and the action must not run\nhelp: "):
+            audit.record(ctx, gate.check(ctx))
+        with pytest.raises(EvidenceError):
+            gate.enforce(ctx, audit)
+    assert [r["kind"] for r in records(tmp_path / "evidence.jsonl")] == ["header", "policy"]
