@@ -127,6 +127,12 @@ def _owasp(s: EvidenceSummary) -> str:
             "<p>This log has no <code>policy</code> record, so rule tags are unknown. Record with "
             "<code>EvidenceRecorder(..., policy=gate)</code> or <code>enforce(gate, ctx, recorder)</code>.</p>"
         )
+    if s.without_policy:
+        head += (
+            f"<p>{s.without_policy} decisions were made by a policy this log has no <code>policy</code> record "
+            "of (recorded with <code>record()</code> after a reload, for instance): their tags are unknown and "
+            "are not counted below.</p>"
+        )
     covered = s.owasp_covered()
     found: Counter[str] = Counter()
     for tag, counts in s.by_tag.items():

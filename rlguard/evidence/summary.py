@@ -49,6 +49,8 @@ class EvidenceSummary:
     indeterminate: int = 0
     redacted: int = 0
     unreadable: int = 0
+    #: Decisions and batch rows whose policy has no `policy` record in the log: their tags are unknown.
+    without_policy: int = 0
     first_ts: str | None = None
     last_ts: str | None = None
     by_action: Counter[str] = field(default_factory=Counter)
@@ -135,9 +137,13 @@ class _Aggregator:
 
     def finish(self) -> None:
         for (digest, fired, action), count in self.fired.items():
+            if digest not in self.tags:
+                self.s.without_policy += count
             for tag in self._tags_of(digest, fired):
                 self.s.by_tag[tag][action] += count
         for (digest, rule_id), count in self.batch_fired.items():
+            if digest not in self.tags:
+                self.s.without_policy += count
             for tag in self._tags_of(digest, (rule_id,)):
                 self.s.batch_by_tag[tag] += count
 

@@ -488,3 +488,26 @@ def test_tags_come_from_the_policy_that_decided(tmp_path: Path) -> None:
             gate.derive(child).enforce(ActionContext("refund"), audit)  # the child layer decides: T6
     by_tag = {tag: dict(actions) for tag, actions in summarize(sink).by_tag.items()}
     assert by_tag == {"T2": {"deny": 1}, "T9": {"deny": 2}, "T6": {"deny": 1}}
+
+
+def test_the_report_says_how_many_decisions_have_no_policy_record(tmp_path: Path) -> None:
+    from rlguard import ActionContext, PolicyGate
+    from rlguard.evidence import EvidenceRecorder
+    from rlguard.evidence.report import write_report
+    from rlguard.evidence.summary import summarize
+
+    gate = PolicyGate.from_dict({"version": 1, "default": "deny", "rules": [
+        {"id": "ok", "when": {"tool": "read"}, "verdict": "allow", "tags": ["T2"]}]})
+    sink = tmp_path / "evidence.jsonl"
+    with EvidenceRecorder(sink=sink, policy=gate) as audit:
+        ctx = ActionContext("read")
+        audit.record(ctx, gate.check(ctx))
+        gate.reload({"version": 1, "default": "deny", "rules": [
+            {"id": "ok", "when": {"tool": "read"}, "verdict": "allow", "tags": ["T9"]}]})
+        for _ in range(3):
+            audit.record(ctx, gate.check(ctx))  # the new policy was never recorded
+    summary = summarize(sink)
+    assert summary.without_policy == 3 and dict(summary.by_tag) == {"T2": {"allow": 1}}
+    out = tmp_path / "report.html"
+    write_report(sink, out)
+    assert "3 decisions were made by a policy this log has no <code>policy</code> record" in out.read_text()
