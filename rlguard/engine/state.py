@@ -95,11 +95,12 @@ def session_key(session: Any) -> Hashable:
 
     A session is read as plain built-in values whose equality is fixed: None, str, bytes, int,
     bool, a float that is not NaN, a complex or `Decimal` without NaN, a `uuid.UUID`, an `Enum`
-    member (by its class and name), numpy scalars (as Python numbers), and tuples and frozensets
-    of those. A subclass of str, bytes, int or float is read as its base type, so its own
-    ``__hash__`` or ``__eq__`` cannot give it fresh usage on every call. Anything else cannot key
-    usage, and neither can a NaN (it equals nothing, so a session rebuilt with one would start
-    afresh each time): stateful rules are then Unknown (deny).
+    member (by its class and name; an `IntEnum` or `StrEnum` by its value), numpy integer, float
+    and bool scalars (as Python numbers; not a long double), and tuples and frozensets of those.
+    A subclass of str, bytes, int or float is read as its base type, so its own ``__hash__`` or
+    ``__eq__`` cannot give it fresh usage on every call. Anything else cannot key usage, and
+    neither can a NaN (it equals nothing, so a session rebuilt with one would start afresh each
+    time): stateful rules are then Unknown (deny).
     """
     # By `type()` and the base types' own C methods only: no code of the session's runs here (a
     # `__class__`, `__eq__` or `__str__` of its own), so the key is the same at every read.
@@ -269,12 +270,12 @@ class PolicyState:
 
     def end_episode(self, session: Hashable = None) -> None:
         """Clear a session's `per: episode` usage (sessions and windows carry on)."""
-        self._clear(session_key(session), ("episode",))
+        self._clear(self._key(session), ("episode",))
 
     def end_session(self, session: Hashable = None) -> None:
         """Forget a session entirely (episode, session and window usage)."""
         with self.lock:
-            self._sessions.pop(session_key(session), None)
+            self._sessions.pop(self._key(session), None)
 
     def _clear(self, session: Hashable, scopes: tuple[str, ...]) -> None:
         with self.lock:

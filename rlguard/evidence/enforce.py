@@ -44,20 +44,19 @@ def enforce(
     recorder.record_policy(snapshot)
     layers = snapshot._layers
     if layers[0].stateful if len(layers) == 1 else any(layer.stateful for layer in layers):
-        # Budgets and rates: one enforce at a time per log decides and records, so the log lists
-        # decisions in the order they spent usage (a "rate exceeded" never precedes the allow that
-        # used the rate up). The state's lock is held only while deciding: plain checks in other
-        # threads never wait for a write.
-        owned = getattr(state.lock, "_is_owned", None)
-        if owned is not None and owned():
-            # The caller holds the state's lock: no other decision can come between this one and
-            # its record, and taking the order lock now (after the state's) could deadlock.
+        # Budgets and rates: the log lists decisions in the order they spent usage (a "rate
+        # exceeded" never precedes the allow that used the rate up). The state's lock is held only
+        # while deciding.
+        # Hand over hand: the log's order lock is taken before the state's lock is let go, so no
+        # decision can be written before one made earlier; whoever holds the order lock never waits
+        # for the state's lock, so this cannot deadlock, even inside a caller's held state lock.
+        with state.lock:
             verdict = snapshot.check(ctx, state)
+            recorder._order_lock.acquire()
+        try:
             _record(recorder, ctx, verdict)
-        else:
-            with recorder._order_lock:
-                verdict = snapshot.check(ctx, state)
-                _record(recorder, ctx, verdict)
+        finally:
+            recorder._order_lock.release()
     else:
         verdict = snapshot.check(ctx, state)
         _record(recorder, ctx, verdict)

@@ -49,7 +49,8 @@ class EvidenceSummary:
     indeterminate: int = 0
     redacted: int = 0
     unreadable: int = 0
-    #: Decisions and batch rows whose policy has no `policy` record in the log: their tags are unknown.
+    #: Decision records, and batch rows a rule decided, whose policy has no `policy` record in the
+    #: log: their tags are unknown.
     without_policy: int = 0
     first_ts: str | None = None
     last_ts: str | None = None

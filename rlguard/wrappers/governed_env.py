@@ -195,7 +195,13 @@ class GovernedEnv(
         obs_b = batch_one(self.env.observation_space, self._last_obs)
         decision = gov.evaluate_one(obs_b, checked)
         executed = _first_row(self.env.action_space, decision.executed) if decision.any_blocked else action
-        obs, reward, terminated, truncated, info = self.env.step(executed)
+        try:
+            obs, reward, terminated, truncated, info = self.env.step(executed)
+        except BaseException:
+            # The env may have moved on before it raised: its state is unknown, so no step decides
+            # on the last observation until a reset.
+            self._has_obs = False
+            raise
         # The env has stepped: the next step reads this observation, even if shaping or the info
         # below raises (deciding on the previous one could let a refused action run).
         self._last_obs = obs

@@ -153,8 +153,8 @@ class GovernedVectorEnv(
         mask = None
         if options is not None and "reset_mask" in options:
             mask = np.array(options["reset_mask"], dtype=np.bool_, copy=True)  # the env pops it
-        if mask is None:
-            self._has_obs = False  # until the env has reset: no step on a half-reset env
+        self._has_obs = False  # until the env has reset: no step on a half-reset env (a failed masked
+        # reset may have reset some sub-envs: a full reset is needed then)
         obs, info = self.env.reset(seed=seed, options=options)  # type: ignore[arg-type]  # lists of seeds too
         # The env has reset: its observation and reset bookkeeping first, whatever raises after.
         self._last_obs, self._has_obs = obs, True
@@ -180,7 +180,13 @@ class GovernedVectorEnv(
             actions = np.asarray(actions)  # type: ignore[assignment]
         skip = self._resetting
         decision = gov.evaluate(self._last_obs, actions, skip)
-        obs, rewards, terminations, truncations, info = self.env.step(decision.executed)
+        try:
+            obs, rewards, terminations, truncations, info = self.env.step(decision.executed)
+        except BaseException:
+            # Some sub-envs may have moved on before it raised: no step decides on the last
+            # observations until a reset.
+            self._has_obs = False
+            raise
         # The env has stepped: the next step reads this observation and knows which sub-envs reset
         # next, even if shaping or the info below raises (deciding on the previous observation
         # could let a refused action run).

@@ -187,3 +187,27 @@ def test_a_context_value_that_breaks_while_recorded_is_an_evidence_error(tmp_pat
         with pytest.raises(EvidenceError):
             gate.enforce(ctx, audit)
     assert [r["kind"] for r in records(tmp_path / "evidence.jsonl")] == ["header", "policy"]
+
+
+def test_enforce_inside_a_held_state_lock_waits_for_an_earlier_decision_to_be_written(tmp_path: Path) -> None:
+    gate = PolicyGate.from_dict(ONE_REFUND)
+    ctx = ActionContext("refund", session="s1")
+    decided, go = threading.Event(), threading.Event()
+
+    class SlowDisk(EvidenceRecorder):
+        def record(self, ctx: ActionContext, verdict: Any) -> None:
+            if verdict.allowed:  # the allow's write is slow
+                decided.set()
+                go.wait(5)
+            super().record(ctx, verdict)
+
+    with SlowDisk(sink=tmp_path / "evidence.jsonl") as audit:
+        writer = threading.Thread(target=lambda: gate.enforce(ctx, audit))
+        writer.start()
+        assert decided.wait(5)  # the other thread decided (allow: the rate is spent) and is writing
+        threading.Timer(0.2, go.set).start()
+        with gate.state.lock, pytest.raises(ActionBlocked, match="rate exceeded"):
+            gate.enforce(ctx, audit)
+        writer.join(5)
+    decisions = [r["action"] for r in records(tmp_path / "evidence.jsonl") if r["kind"] == "decision"]
+    assert decisions == ["allow", "deny"]

@@ -140,3 +140,60 @@ def test_an_env_that_resets_itself_inside_the_wrapper_is_refused() -> None:
     outside.reset(seed=0)
     for _ in range(8):
         outside.step(0)
+
+
+class Breaks(Counter):
+    """Moves on, then raises, at its `fail_at`-th step (or its reset)."""
+
+    def __init__(self, fail_at: int | None = None, fail_reset: bool = False) -> None:
+        super().__init__()
+        self.fail_at, self.fail_reset, self.steps = fail_at, fail_reset, 0
+
+    def reset(self, *, seed: int | None = None, options: Any = None) -> tuple[np.ndarray, dict[str, Any]]:
+        out = super().reset(seed=seed, options=options)
+        if self.fail_reset:
+            raise RuntimeError("reset failed")
+        return out
+
+    def step(self, action: int) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
+        out = super().step(action)
+        self.steps += 1
+        if self.steps == self.fail_at:
+            raise RuntimeError("env failed")
+        return out
+
+
+def test_after_the_env_step_raises_the_wrapper_needs_a_reset() -> None:
+    env = GovernedEnv(Breaks(fail_at=5), PolicyGate.from_dict(POLICY), ActionSchema(TABLE, fields=counter_x, noop=0))
+    env.reset(seed=0)
+    for _ in range(4):
+        env.step(0)
+    with pytest.raises(RuntimeError, match="env failed"):
+        env.step(0)  # the env reached 5, then raised
+    with pytest.raises(gym.error.ResetNeeded):
+        env.step(2)  # never decided on x = 4 while the env is at 5
+    env.reset(seed=0)
+    assert not env.step(2)[4]["rlguard"]["blocked"]
+
+
+def test_a_vector_wrapper_whose_env_fails_to_step_or_to_reset_needs_a_full_reset() -> None:
+    gate, schema = PolicyGate.from_dict(POLICY), ActionSchema(TABLE, fields=counter_x, noop=0)
+    envs = GovernedVectorEnv(SyncVectorEnv([lambda: Breaks(fail_at=3)] * 2, autoreset_mode=AutoresetMode.DISABLED),
+                             gate, schema)
+    envs.reset(seed=0)
+    envs.step(np.array([0, 0]))
+    envs.step(np.array([0, 0]))
+    with pytest.raises(RuntimeError, match="env failed"):
+        envs.step(np.array([0, 0]))
+    with pytest.raises(gym.error.ResetNeeded):
+        envs.step(np.array([2, 2]))
+    # A masked reset that resets sub-env 0 and then fails on sub-env 1.
+    envs = GovernedVectorEnv(SyncVectorEnv([Counter, Breaks], autoreset_mode=AutoresetMode.DISABLED), gate, schema)
+    envs.reset(seed=0)
+    for _ in range(6):
+        envs.step(np.array([0, 0]))  # both at x = 6: b is refused
+    envs.unwrapped.envs[1].fail_reset = True
+    with pytest.raises(RuntimeError, match="reset failed"):
+        envs.reset(options={"reset_mask": np.array([True, True])})
+    with pytest.raises(gym.error.ResetNeeded):  # not decided on x = 6 while sub-env 0 is at 0
+        envs.step(np.array([2, 2]))
