@@ -124,6 +124,9 @@ def test_step_numbers_stay_unique_when_the_env_fails_after_the_record(tmp_path: 
     env.reset(seed=0)
     with pytest.raises(RuntimeError):
         env.step(1)
+    with pytest.raises(gym.error.ResetNeeded):  # the env's state is unknown after it raised
+        env.step(1)
+    env.reset(seed=1)
     env.step(1)
     assert recorder.steps == [0, 1]
 
