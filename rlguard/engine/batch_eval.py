@@ -35,7 +35,7 @@ from rlguard.engine.batch_plan import (
 )
 from rlguard.engine.batch_state import BatchPolicyState
 from rlguard.engine.batch_verdict import BatchVerdict, warn_sets
-from rlguard.engine.gate import _namespaces_of, digest_of, fields_of
+from rlguard.engine.gate import digest_of, fields_of, namespaces_of
 from rlguard.engine.model import Rule
 from rlguard.engine.state import rule_scope
 from rlguard.engine.verdict import SEVERITY_CODES, SEVERITY_PENALTY, STRICTNESS
@@ -318,7 +318,7 @@ def evaluate_batch(gate: PolicyGate, batch: ActionBatch, state: BatchPolicyState
     batch = _with_nested_fields(gate, layers, batch)
     cached = _gate_cache.get(id(gate))
     if cached is None or cached[0] is not layers:
-        plans, namespaces = [plan_for(layer.policy) for layer in layers], _namespaces_of(layers)
+        plans, namespaces = [plan_for(layer.policy) for layer in layers], namespaces_of(layers)
         stateful = any(p.stateful for p in plans)
         digest = digest_of(layers)
         if len(_gate_cache) >= 64:

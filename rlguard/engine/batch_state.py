@@ -216,12 +216,12 @@ class BatchPolicyState:
 
         Window usage is as of the last batch checked (expired events are dropped when checked).
         """
-        from rlguard.engine.gate import _namespaces_of
+        from rlguard.engine.gate import namespaces_of
 
         layers = gate.layers  # one read: the rule and its namespace come from the same policy
         for rule in layers[layer].policy.rules:
             if rule.id == rule_id and rule.stateful:
-                usage = self._usage.get(rule_key(_namespaces_of(layers)[layer], rule))
+                usage = self._usage.get(rule_key(namespaces_of(layers)[layer], rule))
                 if usage is None:
                     break
                 return usage.amount.copy(), usage.count.copy()

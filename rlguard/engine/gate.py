@@ -155,7 +155,7 @@ class PolicyGate:
 
     def _check_layers(self, layers: tuple[CompiledPolicy, ...], ctx: ActionContext, state: PolicyState) -> Verdict:
         # Decide every layer without consuming, then consume only if all of them allow.
-        spaces = _namespaces_of(layers)
+        spaces = namespaces_of(layers)
         with state.lock:
             decisions = [layer.decide(ctx, state, space) for layer, space in zip(layers, spaces, strict=True)]
             final = decisions[0][0]
@@ -185,7 +185,7 @@ class PolicyGate:
         The root layer keeps its policy's own namespace (so a derived gate sees the parent's
         usage); each child layer gets one of its own, even when it repeats a parent's rule ids.
         """
-        return _namespaces_of(self._layers)
+        return namespaces_of(self._layers)
 
     def enforce(self, ctx: ActionContext, recorder: EvidenceRecorder, state: PolicyState | None = None) -> Verdict:
         """Check, record, then return the verdict if allowed; raise if not. The action never runs unrecorded.
@@ -264,7 +264,8 @@ class PolicyGate:
         return f"PolicyGate({names})"
 
 
-def _namespaces_of(layers: tuple[CompiledPolicy, ...]) -> list[Hashable]:
+def namespaces_of(layers: tuple[CompiledPolicy, ...]) -> list[Hashable]:
+    """Where each of these layers keeps its budget and rate usage (`PolicyGate.namespaces`)."""
     return [layer.namespace if i == 0 else ("layer", i, layer.namespace) for i, layer in enumerate(layers)]
 
 

@@ -251,8 +251,8 @@ class PolicyState:
 
     def consume(self, namespace: Hashable, rule: Rule, session: Hashable, amount: float) -> None:
         """Record one allowed action under a stateful rule."""
-        key = self._key(session)
-        table = None if key is UNUSABLE else self._session(key)
+        session_id = self._key(session)
+        table = None if session_id is UNUSABLE else self._session(session_id)
         if table is None:  # pragma: no cover - usage() returned None first, so nothing was allowed
             return
         key = rule_key(namespace, rule)
